@@ -1,0 +1,1 @@
+//! hull container engine and agent server.

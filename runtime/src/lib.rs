@@ -1,0 +1,1 @@
+//! hull runtime library.

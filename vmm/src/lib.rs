@@ -1,0 +1,2 @@
+//! hull-vmm: the microVM monitor.
+pub mod assets;
