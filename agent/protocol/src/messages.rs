@@ -48,7 +48,7 @@ pub enum Request {
     },
     Update {
         id: String,
-        resources: LinuxResources,
+        resources: Box<LinuxResources>,
     },
     Stats {
         id: String,
