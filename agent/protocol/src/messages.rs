@@ -89,6 +89,13 @@ pub struct CreateContainer {
     pub rootfs: Option<String>,
     pub spec: Spec,
     pub stdio: StdioMode,
+    /// runc `--no-pivot`: use MS_MOVE + chroot instead of pivot_root.
+    #[serde(default)]
+    pub no_pivot: bool,
+    /// runc `--preserve-fds`: pass this many extra fds (3, 4, ...) to the process
+    /// (host-side agent only).
+    #[serde(default)]
+    pub preserve_fds: u32,
 }
 
 /// What `Exec` needs.
@@ -284,6 +291,8 @@ mod tests {
             rootfs: None,
             spec: Spec::default(),
             stdio: StdioMode::Streams,
+            no_pivot: false,
+            preserve_fds: 0,
         }));
         let json = serde_json::to_string(&req).unwrap();
         let back: Request = serde_json::from_str(&json).unwrap();
