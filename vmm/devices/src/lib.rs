@@ -1,0 +1,1 @@
+//! hull virtio devices.
