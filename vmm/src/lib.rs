@@ -1,2 +1,18 @@
-//! hull-vmm: the microVM monitor.
+//! hull-vmm: the microVM monitor, on rust-vmm crates.
+//!
+//! [`Vm`] is the library entry point: build it from a [`VmConfig`], optionally add
+//! virtio devices, then [`Vm::run`] it. The `hull-vmm` binary is a thin CLI over it.
+
 pub mod assets;
+pub mod boot;
+pub mod config;
+pub mod console;
+pub mod cpu;
+pub mod devices;
+pub mod kvm;
+pub mod memory;
+pub mod virtio;
+pub mod vm;
+
+pub use config::{ConsoleConfig, VmConfig};
+pub use vm::{Vm, VmError, VmExit};

@@ -1,0 +1,159 @@
+//! KVM tests with hand-made guests booted through the PVH entry point.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn hello_guest_prints_and_resets() {
+    if should_skip("hello_guest_prints_and_resets") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let code = Asm::new()
+        .print("hello from the hull guest\n")
+        .reset()
+        .finish();
+    let kernel = write_guest(dir.path(), "hello.elf", &code);
+    let r = run_vmm(
+        &["--kernel", kernel.to_str().unwrap(), "--memory", "16"],
+        LIMIT,
+    );
+    assert!(
+        r.status.success(),
+        "status {} stderr {}",
+        r.status,
+        r.stderr
+    );
+    assert_eq!(
+        r.stdout, "hello from the hull guest\n",
+        "stderr: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn console_to_file_and_none() {
+    if should_skip("console_to_file_and_none") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let code = Asm::new().print("to a file\n").reset().finish();
+    let kernel = write_guest(dir.path(), "file.elf", &code);
+    let log = dir.path().join("console.log");
+    let console = format!("file:{}", log.display());
+    let r = run_vmm(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory",
+            "16",
+            "--console",
+            &console,
+        ],
+        LIMIT,
+    );
+    assert!(r.status.success(), "stderr {}", r.stderr);
+    assert_eq!(r.stdout, "");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "to a file\n");
+
+    let r = run_vmm(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory",
+            "16",
+            "--console",
+            "none",
+        ],
+        LIMIT,
+    );
+    assert!(r.status.success(), "stderr {}", r.stderr);
+    assert_eq!(r.stdout, "");
+}
+
+#[test]
+fn smp_guest_boots_with_several_vcpus() {
+    if should_skip("smp_guest_boots_with_several_vcpus") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let code = Asm::new().print("smp\n").reset().finish();
+    let kernel = write_guest(dir.path(), "smp.elf", &code);
+    let r = run_vmm(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory",
+            "32",
+            "--vcpus",
+            "4",
+        ],
+        LIMIT,
+    );
+    assert!(r.status.success(), "stderr {}", r.stderr);
+    assert_eq!(r.stdout, "smp\n");
+}
+
+#[test]
+fn triple_fault_is_a_clear_error() {
+    if should_skip("triple_fault_is_a_clear_error") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // ud2 with an IDT that has no valid gate: #UD -> #GP -> #DF -> shutdown.
+    let code = Asm::new().print("faulting\n").bytes(&[0x0f, 0x0b]).finish();
+    let kernel = write_guest(dir.path(), "fault.elf", &code);
+    let r = run_vmm(
+        &["--kernel", kernel.to_str().unwrap(), "--memory", "16"],
+        LIMIT,
+    );
+    assert!(!r.status.success());
+    assert_eq!(r.stdout, "faulting\n");
+    let line = r.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "one line: {line:?}");
+    assert!(line.contains("triple fault"), "{line}");
+}
+
+#[test]
+fn sigterm_stops_a_spinning_guest() {
+    if should_skip("sigterm_stops_a_spinning_guest") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Print, then spin forever (jmp $).
+    let code = Asm::new().print("spinning\n").bytes(&[0xeb, 0xfe]).finish();
+    let kernel = write_guest(dir.path(), "spin.elf", &code);
+    for (sig, vcpus) in [(libc::SIGTERM, "1"), (libc::SIGINT, "2")] {
+        let child = vmm()
+            .args([
+                "--kernel",
+                kernel.to_str().unwrap(),
+                "--memory",
+                "16",
+                "--vcpus",
+                vcpus,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(pid, sig) };
+        });
+        let r = wait_with_timeout(child, LIMIT);
+        killer.join().unwrap();
+        assert_eq!(r.status.code(), Some(128 + sig), "stderr {}", r.stderr);
+        assert_eq!(r.stdout, "spinning\n");
+        assert!(r.elapsed < Duration::from_secs(5), "{:?}", r.elapsed);
+    }
+}
