@@ -1,1 +1,14 @@
-//! hull runtime library.
+//! hull's runtime: the runc-compatible CLI's commands, the on-disk container state and
+//! the sandboxes containers run in.
+
+pub mod bundle;
+pub mod cli;
+pub mod error;
+pub mod logging;
+pub mod sandbox;
+pub mod signal;
+pub mod state;
+pub mod stdio;
+pub mod supervisor;
+
+pub use error::{Error, Result};

@@ -1,1 +1,3 @@
 //! Fixtures shared by the end-to-end tests.
+pub mod bundle;
+pub mod hull_cli;

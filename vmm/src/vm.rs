@@ -43,12 +43,14 @@ pub enum VmError {
     #[error("the VM needs at least one vCPU")]
     NoVcpus,
     /// More vCPUs than KVM (or the MP table) allows.
-    #[error("{asked} vCPUs requested but KVM allows at most {max}")]
+    #[error("{asked} vCPUs requested but at most {max} are possible (KVM allows {kvm_max}, the MP table {})", boot::mptable::MAX_CPUS)]
     TooManyVcpus {
         /// Requested.
         asked: u16,
         /// Allowed.
         max: u16,
+        /// KVM's own limit.
+        kvm_max: usize,
     },
     /// /dev/kvm cannot be opened.
     #[error("cannot open /dev/kvm: {0}")]
@@ -206,13 +208,13 @@ impl Vm {
         }
 
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
-        let max = kvm
-            .get_max_vcpus()
-            .min(usize::from(boot::mptable::MAX_CPUS)) as u16;
+        let kvm_max = kvm.get_max_vcpus();
+        let max = kvm_max.min(usize::from(boot::mptable::MAX_CPUS)) as u16;
         if config.vcpus > max {
             return Err(VmError::TooManyVcpus {
                 asked: config.vcpus,
                 max,
+                kvm_max,
             });
         }
         let vm_fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;

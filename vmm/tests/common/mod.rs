@@ -159,6 +159,33 @@ pub fn pvh_elf(code: &[u8]) -> Vec<u8> {
     f
 }
 
+/// Wraps `code` in an ELF64 with no PVH note, so hull-vmm uses the 64-bit Linux boot
+/// protocol (long mode, %rsi = zero page).
+pub fn plain_elf(code: &[u8]) -> Vec<u8> {
+    let mut f = pvh_elf(code);
+    // Turn the PT_NOTE into PT_NULL.
+    f[64 + 56..64 + 60].copy_from_slice(&0u32.to_le_bytes());
+    f
+}
+
+/// A bzImage whose protected-mode part holds `code64` at the 64-bit entry (+0x200).
+pub fn bzimage(code64: &[u8]) -> Vec<u8> {
+    let setup_sects = 1u8;
+    let mut f = vec![0u8; (usize::from(setup_sects) + 1) * 512];
+    f[0x1f1] = setup_sects;
+    f[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    f[0x202..0x206].copy_from_slice(b"HdrS");
+    f[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes()); // version 2.15
+    f[0x211] = 1; // LOADED_HIGH
+    f[0x214..0x218].copy_from_slice(&LOAD_ADDR.to_le_bytes()); // code32_start
+    f[0x22c..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes()); // initrd_addr_max
+    f[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // XLF_KERNEL_64
+    let mut pm = vec![0xf4u8; 0x200]; // 32-bit entry: never used
+    pm.extend_from_slice(code64);
+    f.extend_from_slice(&pm);
+    f
+}
+
 /// Writes a guest image into `dir`.
 pub fn write_guest(dir: &Path, name: &str, code: &[u8]) -> PathBuf {
     let p = dir.join(name);
