@@ -1,0 +1,75 @@
+//! `hull-vhost-user`: serves hull's devices to QEMU as vhost-user backends, one device per
+//! process: `hull-vhost-user vsock --socket <vhost-user.sock> --uds-path <uds> --guest-cid 3`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hull_devices::vsock::{backend_vhost_user, Vsock};
+
+#[derive(Parser)]
+#[command(version, about = "hull's virtio devices as vhost-user backends")]
+struct Cli {
+    #[command(subcommand)]
+    device: Device,
+}
+
+#[derive(Subcommand)]
+enum Device {
+    /// virtio-vsock, exposed on the host as a hybrid-vsock Unix socket.
+    Vsock {
+        /// The vhost-user socket to listen on (QEMU's chardev connects to it).
+        #[arg(long)]
+        socket: PathBuf,
+        /// Host side: `CONNECT <port>` here reaches the guest; guest connections to port P
+        /// reach `<uds-path>_P`.
+        #[arg(long)]
+        uds_path: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        guest_cid: u64,
+    },
+}
+
+/// Logs to stderr at the level named by `HULL_LOG` (error, warn, info, debug, trace).
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!("hull-vhost-user: {}: {}", r.level(), r.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn main() -> ExitCode {
+    let level = std::env::var("HULL_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(log::LevelFilter::Warn);
+    let _ = log::set_logger(&StderrLog);
+    log::set_max_level(level);
+
+    let cli = Cli::parse();
+    let result = match cli.device {
+        Device::Vsock {
+            socket,
+            uds_path,
+            guest_cid,
+        } => Vsock::new(guest_cid, &uds_path)
+            .map_err(backend_vhost_user::VhostUserError::from)
+            .and_then(|dev| backend_vhost_user::serve(dev, &socket)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hull-vhost-user: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
