@@ -121,3 +121,61 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_what_the_runc_shim_sends() {
+        let c = Cli::try_parse_from([
+            "hull",
+            "--root",
+            "/run/containerd/runc/k8s.io",
+            "--log",
+            "/b/log.json",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/b/init.pid",
+            "--console-socket",
+            "/tmp/pty.sock",
+            "c1",
+        ])
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(matches!(c.command, Command::Create(ref a) if a.container_id == "c1"));
+        let c = Cli::try_parse_from([
+            "hull",
+            "exec",
+            "--process",
+            "/p.json",
+            "--detach",
+            "--pid-file",
+            "/e.pid",
+            "c1",
+        ])
+        .unwrap();
+        assert!(matches!(c.command, Command::Exec(ref a) if a.detach && a.command.is_empty()));
+        let c = Cli::try_parse_from(["hull", "exec", "-t", "c1", "sh", "-c", "ls -l"]).unwrap();
+        assert!(matches!(c.command, Command::Exec(ref a) if a.command == ["sh", "-c", "ls -l"]));
+        let c = Cli::try_parse_from(["hull", "kill", "--all", "c1", "KILL"]).unwrap();
+        assert!(matches!(c.command, Command::Kill(ref a) if a.all && a.signal == "KILL"));
+        let c = Cli::try_parse_from(["hull", "ps", "--format", "json", "c1"]).unwrap();
+        assert!(matches!(c.command, Command::Ps(_)));
+        let c = Cli::try_parse_from(["hull", "--sandbox", "os", "run", "-d", "-b", "/b", "c1"])
+            .unwrap();
+        assert_eq!(c.sandbox, Some(SandboxKind::Os));
+        assert!(matches!(c.command, Command::Run(ref a) if a.detach));
+        assert!(Cli::try_parse_from(["hull", "--sandbox", "xen", "list"]).is_err());
+    }
+}

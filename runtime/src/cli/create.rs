@@ -50,6 +50,27 @@ pub fn create(g: &GlobalOpts, args: &Create) -> Result<Created> {
         .sandbox
         .or(bundle.sandbox_annotation()?)
         .unwrap_or(SandboxKind::Vm);
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    match (terminal, &args.console_socket) {
+        (true, None) => {
+            return Err(Error::Usage(
+                "cannot allocate a tty for a detached container without --console-socket \
+                 (config.json: process.terminal is true)"
+                    .into(),
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(Error::Usage(
+                "--console-socket needs a terminal (config.json: process.terminal is false)".into(),
+            ))
+        }
+        _ => {}
+    }
     let sandbox = sandbox::for_kind(kind);
     sandbox.check_available()?;
     if g.systemd_cgroup {
