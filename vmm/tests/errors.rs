@@ -73,7 +73,10 @@ fn bad_vcpu_counts() {
     if should_skip("bad_vcpu_counts (too many)") {
         return;
     }
-    assert_fails(&["--kernel", &k, "--vcpus", "1000"], "are possible (KVM allows");
+    assert_fails(
+        &["--kernel", &k, "--vcpus", "1000"],
+        "are possible (KVM allows",
+    );
 }
 
 #[test]

@@ -157,3 +157,70 @@ fn sigterm_stops_a_spinning_guest() {
         assert!(r.elapsed < Duration::from_secs(5), "{:?}", r.elapsed);
     }
 }
+
+#[test]
+fn terminal_input_reaches_the_guest_and_mode_is_restored() {
+    if should_skip("terminal_input_reaches_the_guest_and_mode_is_restored") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::new();
+    a.print("ready\n");
+    // Enable the receive interrupt source (IER), then poll LSR.DR and echo one byte.
+    a.bytes(&[0x66, 0xba, 0xf9, 0x03, 0xb0, 0x01, 0xee]); // mov dx,0x3f9; mov al,1; out
+    a.bytes(&[0x66, 0xba, 0xfd, 0x03]); // mov dx, 0x3fd
+    a.bytes(&[0xec, 0xa8, 0x01, 0x74, 0xfb]); // in al,dx; test al,1; jz -5
+    a.bytes(&[0x66, 0xba, 0xf8, 0x03, 0xec, 0xee]); // mov dx,0x3f8; in al,dx; out dx,al
+    a.reset();
+    let kernel = write_guest(dir.path(), "echo.elf", &a.finish());
+
+    let (mut master, mut slave): (libc::c_int, libc::c_int) = (0, 0);
+    // SAFETY: openpty fills the two descriptors; null name/termios/winsize are allowed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    let lflag = || {
+        // SAFETY: zeroed termios is valid; tcgetattr fills it from a live pty.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd and pointer.
+        assert_eq!(unsafe { libc::tcgetattr(slave, &mut t) }, 0);
+        t.c_lflag
+    };
+    let before = lflag();
+    assert_ne!(before & libc::ICANON, 0);
+
+    use std::os::fd::FromRawFd;
+    // SAFETY: `slave` is a descriptor we own; dup it for the child's stdin.
+    let stdin = unsafe { std::fs::File::from_raw_fd(libc::dup(slave)) };
+    let child = vmm()
+        .args(["--kernel", kernel.to_str().unwrap(), "--memory", "16"])
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let writer = std::thread::spawn(move || {
+        // Give the VMM time to switch to raw mode and the guest time to start polling.
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: writes one byte from a live buffer to our pty master.
+        unsafe { libc::write(master, b"Z".as_ptr().cast(), 1) };
+        master
+    });
+    let r = wait_with_timeout(child, LIMIT);
+    let master = writer.join().unwrap();
+    assert!(r.status.success(), "stderr {}", r.stderr);
+    assert_eq!(r.stdout, "ready\nZ");
+    assert_eq!(lflag(), before, "terminal mode restored");
+    // SAFETY: closing descriptors we opened.
+    unsafe {
+        libc::close(master);
+        libc::close(slave);
+    }
+}

@@ -1,0 +1,112 @@
+//! Boots a real Linux vmlinux (`HULL_TEST_KERNEL`, else the assets dir). On PVM the
+//! guest only gets as far as its banner and command line; on hardware KVM it must
+//! reach init, and the boot time is printed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn kernel() -> Option<PathBuf> {
+    let p = std::env::var_os("HULL_TEST_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(hull_vmm::assets::kernel_path);
+    p.exists().then_some(p)
+}
+
+#[test]
+fn real_kernel_prints_banner_and_command_line() {
+    if should_skip("real_kernel_prints_banner_and_command_line") {
+        return;
+    }
+    let Some(kernel) = kernel() else {
+        eprintln!(
+            "SKIP real_kernel_prints_banner_and_command_line: no kernel at $HULL_TEST_KERNEL or {}",
+            hull_vmm::assets::kernel_path().display()
+        );
+        return;
+    };
+    let hardware = hull_vmm::kvm::hardware_kvm_usable();
+    let initrd = hull_vmm::assets::initramfs_path();
+    let cmdline = format!(
+        "earlyprintk=serial console=ttyS0 reboot=k panic=1 hull.test={}",
+        std::process::id()
+    );
+    let mut args = vec![
+        "--kernel".to_string(),
+        kernel.display().to_string(),
+        "--memory".into(),
+        "256".into(),
+        "--cmdline".into(),
+        cmdline.clone(),
+    ];
+    if hardware.is_ok() && initrd.exists() {
+        args.extend(["--initrd".into(), initrd.display().to_string()]);
+    }
+    let start = Instant::now();
+    let mut child = vmm()
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((start.elapsed(), line)).is_err() {
+                break;
+            }
+        }
+    });
+
+    let limit = Duration::from_secs(if hardware.is_ok() { 30 } else { 90 });
+    let want_cmdline = format!("Command line: {cmdline}");
+    let (mut banner, mut cmd, mut init) = (false, false, None);
+    let mut log = Vec::new();
+    while start.elapsed() < limit {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok((t, line)) => {
+                banner |= line.contains("Linux version");
+                cmd |= line.contains(&want_cmdline);
+                if line.contains("Run /init as init process")
+                    || line.contains("No working init found")
+                    || line.contains("Unable to mount root fs")
+                {
+                    init.get_or_insert(t);
+                }
+                log.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let done = banner && cmd && (hardware.is_err() || init.is_some());
+        if done {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let tail = log[log.len().saturating_sub(15)..].join("\n");
+    assert!(banner, "no 'Linux version' line; serial tail:\n{tail}");
+    assert!(cmd, "no '{want_cmdline}' line; serial tail:\n{tail}");
+    match hardware {
+        Ok(()) => {
+            let t = init.unwrap_or_else(|| panic!("kernel did not reach init; tail:\n{tail}"));
+            eprintln!(
+                "real kernel reached init {:.1} ms after VMM start",
+                t.as_secs_f64() * 1000.0
+            );
+        }
+        Err(why) => eprintln!(
+            "real kernel printed its banner and command line; not waiting for init: {why}"
+        ),
+    }
+}
