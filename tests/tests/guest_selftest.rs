@@ -1,0 +1,89 @@
+//! The guest on its own: hull's kernel boots under QEMU TCG (which works on every host,
+//! PVM included), and the agent's self-test passes as PID 1.
+//!
+//! The kernel and initramfs are the installed assets (`make guest`; `make test` builds
+//! them first). A missing asset fails the test with the command that builds it.
+
+use hull_tests::guest::{busybox_initramfs, require_kernel};
+use hull_tests::qemu::QemuBoot;
+use std::time::Duration;
+
+/// TCG on two loaded cores is slow; a healthy boot takes a few seconds.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Guest uptime printed by printk for the line that starts `/init`.
+fn init_started_at(console: &str) -> Option<f64> {
+    let line = console
+        .lines()
+        .find(|l| l.contains("Run /init as init process"))?;
+    let stamp = line.split_once('[')?.1.split_once(']')?.0;
+    stamp.trim().parse().ok()
+}
+
+#[test]
+fn kernel_boots_busybox_init_and_sees_command_line_virtio_devices() {
+    let kernel = require_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("initramfs.img");
+    // The guest lists the virtio-mmio devices QEMU described on the command line
+    // (acpi=off) and resets itself; -no-reboot turns the reset into QEMU's exit.
+    busybox_initramfs(
+        r#"/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+echo "hull-test-init: uptime $(cut -d' ' -f1 /proc/uptime)"
+for d in /sys/bus/virtio/devices/*; do echo "hull-test-init: virtio $(cat $d/device)"; done
+echo "hull-test-init: cmdline $(cat /proc/cmdline)"
+reboot -f
+"#,
+        &initrd,
+    )
+    .unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let out = QemuBoot::new(&kernel, &initrd)
+        .timeout(BOOT_TIMEOUT)
+        .args(["-device", "virtio-rng-device"])
+        .args([
+            "-drive".to_string(),
+            format!("file={},if=none,format=raw,id=d0", disk.display()),
+            "-device".to_string(),
+            "virtio-blk-device,drive=d0".to_string(),
+        ])
+        .run_until(Some("hull-test-init: uptime"))
+        .expect("run qemu");
+    assert!(
+        !out.timed_out,
+        "guest did not reset within {BOOT_TIMEOUT:?}:\n{}",
+        out.tail(40)
+    );
+    assert_eq!(out.exit_code, Some(0), "qemu failed:\n{}", out.tail(40));
+    let uptime: Vec<_> = out.lines_starting_with("hull-test-init: uptime").collect();
+    assert_eq!(uptime.len(), 1, "init did not run:\n{}", out.tail(40));
+
+    // virtio device ids: 2 = block, 4 = entropy.
+    let ids: Vec<_> = out
+        .lines_starting_with("hull-test-init: virtio ")
+        .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        .collect();
+    assert!(
+        ids.contains(&"0x0002".to_string()) && ids.contains(&"0x0004".to_string()),
+        "virtio-mmio devices from the command line not found (got {ids:?}):\n{}",
+        out.tail(40)
+    );
+    let cmdline = out
+        .lines_starting_with("hull-test-init: cmdline")
+        .next()
+        .unwrap_or_default();
+    assert!(cmdline.contains("virtio_mmio.device="), "{cmdline}");
+
+    eprintln!(
+        "boot: /init started at {:?} s guest uptime, init saw uptime {}, \
+         init output {:?} after spawning qemu, qemu exited after {:?}",
+        init_started_at(&out.console),
+        uptime[0].rsplit(' ').next().unwrap(),
+        out.marker_after.unwrap_or_default(),
+        out.elapsed
+    );
+}
