@@ -35,8 +35,8 @@ pub const TX_QUEUE: usize = 1;
 pub const EVT_QUEUE: usize = 2;
 /// Queues the driver sets up (RX, TX, event).
 pub const NUM_QUEUES: usize = 3;
-/// Largest queue size offered.
-pub const QUEUE_MAX_SIZE: u16 = 256;
+/// Largest queue size offered (QEMU sizes vhost-user vsock queues at 1024).
+pub const QUEUE_MAX_SIZE: u16 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VsockError {
