@@ -5,7 +5,8 @@
 //! Needs `qemu-system-x86_64` (or `HULL_QEMU`) and the guest kernel at
 //! `${HULL_ASSETS:-/var/lib/hull}/vmlinux`; skips with a reason when either is missing.
 //! The guest's /init is tests/guest/vsock_guest.rs, built here with `rustc` for a static
-//! target. Sizes: `HULL_VSOCK_TEST_STREAMS` and `HULL_VSOCK_TEST_SIZE` (bytes per stream).
+//! target. Sizes: `HULL_VSOCK_TEST_STREAMS` and `HULL_VSOCK_TEST_SIZE` (bytes per stream);
+//! `HULL_VHOST_USER` runs another `hull-vhost-user` build.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -204,7 +205,10 @@ fn vsock_streams_through_qemu_guest() {
     let uds = dir.path().join("vsock.sock");
     let listener = UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
 
-    let mut backend = Command::new(env!("CARGO_BIN_EXE_hull-vhost-user"))
+    // HULL_VHOST_USER picks another build (e.g. release, to measure throughput).
+    let backend_bin = std::env::var_os("HULL_VHOST_USER")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_hull-vhost-user").into());
+    let mut backend = Command::new(backend_bin)
         .args(["vsock", "--guest-cid", "3", "--socket"])
         .arg(&vhost_sock)
         .arg("--uds-path")

@@ -63,8 +63,9 @@ impl VhostUserBackendMut for VhostUserVsock {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        // CONFIG: QEMU reads the guest CID from us.
-        VhostUserProtocolFeatures::CONFIG
+        // CONFIG: QEMU reads the guest CID from us. RESET_DEVICE: a reset drops the
+        // streams of the guest that is gone.
+        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::RESET_DEVICE
     }
 
     fn reset_device(&mut self) {

@@ -12,6 +12,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::num::Wrapping;
 use std::os::unix::net::UnixStream;
+use std::time::Instant;
 
 use vmm_sys_util::epoll::EventSet;
 
@@ -85,14 +86,28 @@ pub struct Connection {
     /// The host stream hit EOF; SHUTDOWN(SEND) has been or is being sent.
     local_eof: bool,
     credit_requested: bool,
+    /// Host-initiated streams the guest has not answered by then are given up.
+    connect_deadline: Option<Instant>,
 }
 
 impl Connection {
     /// A host-initiated stream: the guest is asked to accept it on `peer_port`.
-    pub fn new_local(stream: UnixStream, local_port: u32, peer_port: u32) -> Self {
+    pub fn new_local(
+        stream: UnixStream,
+        local_port: u32,
+        peer_port: u32,
+        connect_deadline: Instant,
+    ) -> Self {
         let mut c = Self::new(stream, local_port, peer_port, State::LocalInit);
         c.pending.request = true;
+        c.connect_deadline = Some(connect_deadline);
         c
+    }
+
+    /// When an unanswered host-initiated connect times out.
+    pub fn connect_deadline(&self) -> Option<Instant> {
+        self.connect_deadline
+            .filter(|_| self.state == State::LocalInit)
     }
 
     /// A guest-initiated stream whose host end is already connected: answer RESPONSE.
@@ -123,6 +138,7 @@ impl Connection {
             readable: false,
             local_eof: false,
             credit_requested: false,
+            connect_deadline: None,
         }
     }
 

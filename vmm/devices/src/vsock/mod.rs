@@ -84,6 +84,12 @@ impl Vsock {
         self.muxer.uds_path()
     }
 
+    /// Changes how long the guest has to answer a host-initiated connect (default
+    /// [`muxer::CONNECT_TIMEOUT`]); the host client's socket is closed after that.
+    pub fn set_connect_timeout(&mut self, timeout: std::time::Duration) {
+        self.muxer.set_connect_timeout(timeout);
+    }
+
     /// Live streams, for tests and statistics.
     pub fn connection_count(&self) -> usize {
         self.muxer.connection_count()

@@ -15,8 +15,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::connection::{Connection, CONN_BUF_SIZE};
 use super::packet::{op, Header, HOST_CID, TYPE_STREAM};
@@ -32,7 +34,11 @@ const MAX_STRAY_RST: usize = 256;
 /// First host port handed to host-initiated streams.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 
+/// How long the guest has to answer a host-initiated connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 const LISTENER_TOKEN: u64 = 0;
+const TIMER_TOKEN: u64 = u64::MAX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MuxerError {
@@ -42,6 +48,8 @@ pub enum MuxerError {
     Listen(PathBuf, io::Error),
     #[error("cannot register the listener: {0}")]
     Register(io::Error),
+    #[error("cannot create the connect timer: {0}")]
+    Timer(io::Error),
 }
 
 struct Handshake {
@@ -65,6 +73,9 @@ pub struct Muxer {
     rx_queue: VecDeque<u64>,
     /// RSTs answering packets for streams that do not exist: (src port, dst port) as sent.
     stray_rst: VecDeque<(u32, u32)>,
+    connect_timeout: Duration,
+    timer: TimerFd,
+    timer_armed: bool,
 }
 
 struct Conn {
@@ -92,6 +103,19 @@ impl Muxer {
                 EpollEvent::new(EventSet::IN, LISTENER_TOKEN),
             )
             .map_err(MuxerError::Register)?;
+        let timer = TimerFd::new().map_err(|e| MuxerError::Timer(e.into()))?;
+        // Nonblocking, so that reading a timer re-armed since it fired cannot stall us.
+        // SAFETY: fcntl on an fd we own, arguments as documented.
+        if unsafe { libc::fcntl(timer.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+            return Err(MuxerError::Timer(io::Error::last_os_error()));
+        }
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                timer.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, TIMER_TOKEN),
+            )
+            .map_err(MuxerError::Register)?;
         Ok(Muxer {
             guest_cid,
             uds_path: uds_path.to_owned(),
@@ -105,7 +129,15 @@ impl Muxer {
             handshakes: HashMap::new(),
             rx_queue: VecDeque::new(),
             stray_rst: VecDeque::new(),
+            connect_timeout: CONNECT_TIMEOUT,
+            timer,
+            timer_armed: false,
         })
+    }
+
+    /// Changes how long the guest has to answer host-initiated connects.
+    pub fn set_connect_timeout(&mut self, timeout: Duration) {
+        self.connect_timeout = timeout;
     }
 
     pub fn uds_path(&self) -> &Path {
@@ -144,6 +176,8 @@ impl Muxer {
                 let set = EventSet::from_bits_truncate(ev.events());
                 if token == LISTENER_TOKEN {
                     self.accept();
+                } else if token == TIMER_TOKEN {
+                    self.expire_connects();
                 } else if self.handshakes.contains_key(&token) {
                     self.handshake(token);
                 } else if let Some(c) = self.conns.get_mut(&token) {
@@ -238,15 +272,59 @@ impl Muxer {
         let token = self.alloc_token();
         self.local_ports.insert(local_port);
         self.by_ports.insert((local_port, peer_port), token);
+        let deadline = Instant::now() + self.connect_timeout;
         self.conns.insert(
             token,
             Conn {
-                inner: Connection::new_local(hs.stream, local_port, peer_port),
+                inner: Connection::new_local(hs.stream, local_port, peer_port, deadline),
                 registered: EventSet::empty(),
                 queued: false,
             },
         );
         self.sync(token);
+        if !self.timer_armed {
+            self.arm_timer(deadline);
+        }
+    }
+
+    fn arm_timer(&mut self, deadline: Instant) {
+        // A zero duration would disarm the timer: fire in a millisecond at least.
+        let after = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        match self.timer.reset(after, None) {
+            Ok(()) => self.timer_armed = true,
+            Err(e) => log::error!("vsock: cannot arm the connect timer: {e}"),
+        }
+    }
+
+    /// Resets host-initiated streams the guest left unanswered past their deadline.
+    fn expire_connects(&mut self) {
+        let _ = self.timer.wait();
+        self.timer_armed = false;
+        let now = Instant::now();
+        let mut expired = vec![];
+        let mut next: Option<Instant> = None;
+        for (&token, c) in &self.conns {
+            match c.inner.connect_deadline() {
+                Some(d) if d <= now => expired.push(token),
+                Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
+                None => {}
+            }
+        }
+        for token in expired {
+            if let Some(c) = self.conns.get_mut(&token) {
+                log::debug!(
+                    "vsock: guest did not answer connect to {}",
+                    c.inner.peer_port()
+                );
+                c.inner.kill();
+            }
+            self.sync(token);
+        }
+        if let Some(d) = next {
+            self.arm_timer(d);
+        }
     }
 
     fn alloc_local_port(&mut self) -> u32 {

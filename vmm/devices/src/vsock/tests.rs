@@ -600,6 +600,32 @@ fn many_concurrent_streams_keep_their_bytes_apart() {
 }
 
 #[test]
+fn unanswered_host_connect_times_out() {
+    let mut g = Guest::new();
+    g.dev.set_connect_timeout(Duration::from_millis(50));
+    let mut s = UnixStream::connect(&g.uds).unwrap();
+    writeln!(s, "CONNECT 1024").unwrap();
+    let pkts = g.recv_until(|h| h.op == op::REQUEST);
+    let hport = pkts[0].0.src_port;
+    // The guest never answers: after the timeout it gets RST and the host EOF.
+    let pkts = g.recv_until(|h| h.op == op::RST);
+    assert_eq!(pkts.last().unwrap().0.src_port, hport);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 4];
+    assert_eq!(s.read(&mut b).unwrap(), 0);
+    assert_eq!(g.dev.connection_count(), 0);
+    // Answered connects are not affected.
+    let (mut s, hport) = g.host_connect(1024);
+    std::thread::sleep(Duration::from_millis(100));
+    g.recv();
+    g.send(g.hdr(1024, hport, op::RW), b"still here");
+    g.process();
+    let mut r = [0u8; 10];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!(&r, b"still here");
+}
+
+#[test]
 fn credit_request_is_answered() {
     let mut g = Guest::new();
     let (_s, hport) = g.host_connect(1024);
