@@ -17,6 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The guest powers off after this long whatever happens; QEMU and the backend exit
+/// then, which closes every host socket, so no read in this test can block forever.
+const GUEST_TIMEOUT_S: u64 = 300;
+
 /// Same generator as the guest.
 fn pattern(seed: u32, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761).max(1);
@@ -49,7 +53,7 @@ impl Drop for Reaped {
 
 fn find_qemu() -> Option<PathBuf> {
     if let Some(q) = std::env::var_os("HULL_QEMU") {
-        return Some(PathBuf::from(q));
+        return Some(PathBuf::from(q)).filter(|p| p.is_file());
     }
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -181,7 +185,7 @@ fn serve_guest_stream(s: UnixStream, size: usize) -> (u32, Vec<u8>) {
 #[test]
 fn vsock_streams_through_qemu_guest() {
     let Some(qemu) = find_qemu() else {
-        println!("SKIP: qemu-system-x86_64 not found (set HULL_QEMU)");
+        println!("SKIP: qemu-system-x86_64 not found on PATH or at $HULL_QEMU");
         return;
     };
     let assets = std::env::var_os("HULL_ASSETS").unwrap_or_else(|| "/var/lib/hull".into());
@@ -234,7 +238,8 @@ fn vsock_streams_through_qemu_guest() {
         .arg(&initrd)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 reboot=t panic=-1 hull_streams={streams} hull_size={size}"
+            "console=ttyS0 reboot=t panic=-1 hull_streams={streams} hull_size={size} \
+             hull_timeout={GUEST_TIMEOUT_S}"
         ))
         .args(["-no-reboot", "-nographic"])
         .stdin(Stdio::null())
@@ -251,9 +256,22 @@ fn vsock_streams_through_qemu_guest() {
         let received = received.clone();
         thread::spawn(move || {
             let mut handlers = vec![];
-            for _ in 0..streams {
-                let (s, _) = listener.accept().unwrap();
-                handlers.push(thread::spawn(move || serve_guest_stream(s, size)));
+            // Polled, so that a guest that never connects fails the test instead of
+            // hanging it.
+            listener.set_nonblocking(true).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(GUEST_TIMEOUT_S);
+            while handlers.len() < streams {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        handlers.push(thread::spawn(move || serve_guest_stream(s, size)));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        assert!(Instant::now() < deadline, "guest streams never came");
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
             }
             for h in handlers {
                 let r = h.join().unwrap();
