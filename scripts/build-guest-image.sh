@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the guest initramfs (/init = static hull-agent, plus the self-test rootfs)
+# through the content-keyed cache and installs it as
+# ${HULL_ASSETS:-/var/lib/hull}/initramfs.img.
+#
+# usage: scripts/build-guest-image.sh
+#   env: HULL_AGENT   a static hull-agent to pack (default: scripts/build-agent-static.sh)
+#        HULL_BUSYBOX the static busybox for the self-test rootfs (default: /usr/bin/busybox)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out="${HULL_ASSETS:-/var/lib/hull}/initramfs.img"
+
+agent=${HULL_AGENT:-}
+if [ -z "$agent" ]; then
+  agent=$("$root/scripts/build-agent-static.sh")
+fi
+
+cd "$root"
+"${CARGO:-cargo}" run -q --release -p hull-guest-image -- build --agent "$agent" --out "$out"
