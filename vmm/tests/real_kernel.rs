@@ -110,3 +110,68 @@ fn real_kernel_prints_banner_and_command_line() {
         ),
     }
 }
+
+#[test]
+fn real_kernel_sees_every_vcpu_in_one_package() {
+    if should_skip("real_kernel_sees_every_vcpu_in_one_package") {
+        return;
+    }
+    let Some(kernel) = kernel() else {
+        eprintln!(
+            "SKIP real_kernel_sees_every_vcpu_in_one_package: no kernel at $HULL_TEST_KERNEL or {}",
+            hull_vmm::assets::kernel_path().display()
+        );
+        return;
+    };
+    let start = Instant::now();
+    let mut child = vmm()
+        .args([
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory",
+            "128",
+            "--vcpus",
+            "3",
+        ])
+        .args([
+            "--cmdline",
+            "earlyprintk=serial console=ttyS0 reboot=k panic=1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // MP table: three processors; CPUID topology: one package of three cores.
+    let (mut processors, mut cores) = (false, false);
+    let mut log = Vec::new();
+    while !(processors && cores) && start.elapsed() < Duration::from_secs(60) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                processors |= line.ends_with("Processors: 3");
+                cores |= line.contains("Num. cores per package:") && line.ends_with(" 3");
+                log.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let tail = log[log.len().saturating_sub(15)..].join("\n");
+    assert!(processors, "MP table processors not seen; tail:\n{tail}");
+    assert!(
+        cores,
+        "CPU topology not one package of 3 cores; tail:\n{tail}"
+    );
+}

@@ -1,6 +1,6 @@
 //! CPUID: what KVM supports, filtered and completed with this VM's topology.
 
-use kvm_bindings::kvm_cpuid_entry2;
+use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 const LEAF_FEATURES: u32 = 0x1;
 const LEAF_CACHE_PARAMS: u32 = 0x4;
@@ -24,11 +24,39 @@ fn id_bits(n: u32) -> u32 {
     }
 }
 
+/// The extended topology subleaves: SMT level (one thread per core), core level
+/// (`n` cores), and the terminating invalid level.
+fn topology_leaf(function: u32, apic: u32, n: u32) -> [kvm_cpuid_entry2; 3] {
+    let entry = |index: u32, eax: u32, ebx: u32, ecx: u32| kvm_cpuid_entry2 {
+        function,
+        index,
+        flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+        eax,
+        ebx,
+        ecx,
+        edx: apic,
+        ..Default::default()
+    };
+    [
+        entry(0, 0, 1, LEVEL_TYPE_SMT << 8),
+        entry(1, id_bits(n), n, (LEVEL_TYPE_CORE << 8) | 1),
+        entry(2, 0, 0, 2),
+    ]
+}
+
 /// Completes the supported CPUID for vCPU `cpu_id` of `nr_cpus`: one socket, one
 /// thread per core, APIC id = vCPU index, hypervisor bit set, no vPMU advertised.
-pub fn filter(entries: &mut [kvm_cpuid_entry2], cpu_id: u8, nr_cpus: u8) {
+/// KVM may report the topology leaves with no levels at all (PVM does), so they are
+/// rebuilt whole where the CPU has them.
+pub fn filter(entries: &mut Vec<kvm_cpuid_entry2>, cpu_id: u8, nr_cpus: u8) {
     let apic = u32::from(cpu_id);
     let n = u32::from(nr_cpus).max(1);
+    for leaf in [LEAF_TOPOLOGY, LEAF_TOPOLOGY_V2] {
+        if entries.iter().any(|e| e.function == leaf) {
+            entries.retain(|e| e.function != leaf);
+            entries.extend(topology_leaf(leaf, apic, n));
+        }
+    }
     for e in entries.iter_mut() {
         match e.function {
             LEAF_FEATURES => {
@@ -53,26 +81,6 @@ pub fn filter(entries: &mut [kvm_cpuid_entry2], cpu_id: u8, nr_cpus: u8) {
                 e.ebx = 0;
                 e.ecx = 0;
                 e.edx = 0;
-            }
-            LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => {
-                e.edx = apic;
-                match e.index {
-                    0 => {
-                        e.eax = 0;
-                        e.ebx = 1;
-                        e.ecx = (LEVEL_TYPE_SMT << 8) | e.index;
-                    }
-                    1 => {
-                        e.eax = id_bits(n);
-                        e.ebx = n;
-                        e.ecx = (LEVEL_TYPE_CORE << 8) | e.index;
-                    }
-                    _ => {
-                        e.eax = 0;
-                        e.ebx = 0;
-                        e.ecx = e.index;
-                    }
-                }
             }
             LEAF_AMD_SIZES => {
                 // ECX[7:0]: cores - 1, [15:12]: APIC id bits.
@@ -110,7 +118,7 @@ mod tests {
 
     #[test]
     fn leaf1_apic_id_count_and_hypervisor_bit() {
-        let mut e = [entry(1, 0)];
+        let mut e = vec![entry(1, 0)];
         filter(&mut e, 3, 4);
         assert_eq!(e[0].ebx >> 24, 3);
         assert_eq!((e[0].ebx >> 16) & 0xff, 4);
@@ -122,12 +130,27 @@ mod tests {
     }
 
     #[test]
-    fn topology_leaf() {
-        let mut e = [entry(0xb, 0), entry(0xb, 1), entry(0xb, 2)];
+    fn topology_leaves_are_rebuilt() {
+        // As PVM reports them: subleaf 0 only, no levels.
+        let mut zero = entry(0x1f, 0);
+        (zero.eax, zero.ebx) = (0, 0);
+        let mut e = vec![entry(0xb, 0), entry(0xb, 1), zero, entry(1, 0)];
         filter(&mut e, 2, 3);
-        assert_eq!((e[0].eax, e[0].ebx, e[0].ecx, e[0].edx), (0, 1, 0x100, 2));
-        assert_eq!((e[1].eax, e[1].ebx, e[1].ecx, e[1].edx), (2, 3, 0x201, 2));
-        assert_eq!((e[2].eax, e[2].ebx, e[2].ecx, e[2].edx), (0, 0, 2, 2));
+        for leaf in [0xb, 0x1f] {
+            let l: Vec<_> = e.iter().filter(|x| x.function == leaf).collect();
+            assert_eq!(l.len(), 3, "leaf {leaf:#x}");
+            assert_eq!((l[0].eax, l[0].ebx, l[0].ecx, l[0].edx), (0, 1, 0x100, 2));
+            assert_eq!((l[1].eax, l[1].ebx, l[1].ecx, l[1].edx), (2, 3, 0x201, 2));
+            assert_eq!((l[2].eax, l[2].ebx, l[2].ecx, l[2].edx), (0, 0, 2, 2));
+            assert!(l.iter().all(|x| x.flags == KVM_CPUID_FLAG_SIGNIFCANT_INDEX));
+        }
+    }
+
+    #[test]
+    fn topology_leaves_not_added_when_absent() {
+        let mut e = vec![entry(1, 0)];
+        filter(&mut e, 0, 2);
+        assert_eq!(e.len(), 1);
     }
 
     #[test]
@@ -136,7 +159,7 @@ mod tests {
         l1.eax = 1 << 5 | 1; // level 1 data cache
         let mut l3 = entry(4, 3);
         l3.eax = 3 << 5 | 3;
-        let mut e = [l1, l3];
+        let mut e = vec![l1, l3];
         filter(&mut e, 0, 8);
         assert_eq!(e[0].eax >> 26, 7);
         assert_eq!((e[0].eax >> 14) & 0xfff, 0);
@@ -146,7 +169,7 @@ mod tests {
 
     #[test]
     fn pmu_hidden_and_others_untouched() {
-        let mut e = [entry(0xa, 0), entry(0x4000_0000, 0)];
+        let mut e = vec![entry(0xa, 0), entry(0x4000_0000, 0)];
         filter(&mut e, 0, 1);
         assert_eq!((e[0].eax, e[0].ebx), (0, 0));
         assert_eq!(e[1].eax, 0xffff_ffff);

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use kvm_bindings::{Msrs, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_bindings::{CpuId, Msrs, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
@@ -166,10 +166,16 @@ impl Vcpu {
         nr_cpus: u8,
         boot: Option<&BootEntry>,
     ) -> Result<(), VcpuError> {
-        let mut cpuid = kvm
+        let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(self.setup_err("KVM_GET_SUPPORTED_CPUID"))?;
-        cpuid::filter(cpuid.as_mut_slice(), self.id, nr_cpus);
+        let mut entries = supported.as_slice().to_vec();
+        cpuid::filter(&mut entries, self.id, nr_cpus);
+        let cpuid = CpuId::from_entries(&entries).map_err(|_| VcpuError::Setup {
+            id: self.id,
+            what: "CPUID list",
+            source: kvm_ioctls::Error::new(libc::E2BIG),
+        })?;
         self.fd
             .set_cpuid2(&cpuid)
             .map_err(self.setup_err("KVM_SET_CPUID2"))?;
