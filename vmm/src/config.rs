@@ -61,6 +61,9 @@ pub struct VmConfig {
     pub vcpus: u16,
     /// Serial console destination.
     pub console: ConsoleConfig,
+    /// Back guest RAM with a shared memfd instead of private anonymous memory
+    /// (needed to hand it to vhost-user backends).
+    pub memfd: bool,
     /// When the VMM started, for the boot-timer.
     pub start_time: Instant,
 }
@@ -75,6 +78,7 @@ impl VmConfig {
             memory_mib: DEFAULT_MEMORY_MIB,
             vcpus: 1,
             console: ConsoleConfig::Stdio,
+            memfd: false,
             start_time: Instant::now(),
         }
     }

@@ -31,6 +31,9 @@ struct Cli {
     /// Serial console: stdio, file:PATH or none.
     #[arg(long, default_value = "stdio")]
     console: ConsoleConfig,
+    /// Back guest RAM with a shared memfd (for vhost-user backends).
+    #[arg(long)]
+    memfd: bool,
 }
 
 /// Write end for the signal handler (an eventfd), and which signal arrived.
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         memory_mib: cli.memory,
         vcpus: cli.vcpus,
         console: cli.console,
+        memfd: cli.memfd,
         start_time: start,
     };
     match run(config) {

@@ -167,6 +167,21 @@ pub fn create_guest_memory(
     })
 }
 
+/// An unlinked memfd of `size` bytes to back guest RAM with shared memory (what
+/// vhost-user backends map).
+pub fn create_memfd(size: u64) -> Result<File, MemoryError> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the name is a NUL-terminated literal; flags are valid.
+    let fd = unsafe { libc::memfd_create(c"hull-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(MemoryError::Backing(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a new descriptor nobody else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size).map_err(MemoryError::Backing)?;
+    Ok(file)
+}
+
 /// Sum of the sizes of all regions.
 pub fn total_size(mem: &GuestMemoryMmap) -> u64 {
     mem.iter().map(|r| r.len()).sum()
@@ -207,6 +222,19 @@ mod tests {
             })
         ));
         assert!(validate_size(64 << 20, 1 << 30).is_ok());
+    }
+
+    #[test]
+    fn memfd_backing_is_shared_with_the_file() {
+        use std::os::unix::fs::FileExt;
+        use vm_memory::Bytes;
+        let size = 8u64 << 20;
+        let file = create_memfd(size).unwrap();
+        let mem = create_guest_memory(size, Some(&file)).unwrap();
+        mem.write_slice(b"shared", GuestAddress(0x1234)).unwrap();
+        let mut buf = [0u8; 6];
+        file.read_exact_at(&mut buf, 0x1234).unwrap();
+        assert_eq!(&buf, b"shared");
     }
 
     #[test]

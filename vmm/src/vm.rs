@@ -164,6 +164,7 @@ pub struct Vm {
     vm_fd: VmFd,
     kvm: Kvm,
     mem: GuestMemoryMmap,
+    memory_file: Option<File>,
     pio: Bus,
     mmio: Bus,
     serial: Arc<Mutex<SerialDevice>>,
@@ -218,7 +219,12 @@ impl Vm {
             });
         }
         let vm_fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        let mem = memory::create_guest_memory(mem_size, None)?;
+        let memory_file = if config.memfd {
+            Some(memory::create_memfd(mem_size)?)
+        } else {
+            None
+        };
+        let mem = memory::create_guest_memory(mem_size, memory_file.as_ref())?;
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -273,6 +279,7 @@ impl Vm {
             vm_fd,
             kvm,
             mem,
+            memory_file,
             pio,
             mmio: Bus::new(),
             serial,
@@ -287,6 +294,12 @@ impl Vm {
     /// Guest memory, for device models that need it before activation.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem
+    }
+
+    /// The memfd backing guest RAM when [`VmConfig::memfd`] was set; regions are
+    /// laid out back to back in it (see [`memory::ram_ranges`]).
+    pub fn memory_file(&self) -> Option<&File> {
+        self.memory_file.as_ref()
     }
 
     /// Attaches a virtio device on the next virtio-mmio window; it is announced on

@@ -38,6 +38,28 @@ fn hello_guest_prints_and_resets() {
 }
 
 #[test]
+fn memfd_backed_guest_runs() {
+    if should_skip("memfd_backed_guest_runs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let code = Asm::new().print("memfd\n").reset().finish();
+    let kernel = write_guest(dir.path(), "memfd.elf", &code);
+    let r = run_vmm(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory",
+            "16",
+            "--memfd",
+        ],
+        LIMIT,
+    );
+    assert!(r.status.success(), "stderr {}", r.stderr);
+    assert_eq!(r.stdout, "memfd\n");
+}
+
+#[test]
 fn console_to_file_and_none() {
     if should_skip("console_to_file_and_none") {
         return;
