@@ -8,7 +8,7 @@
 //!
 //! Layout: [`packet`] parses and writes packets in descriptor chains, [`connection`] is the
 //! per-stream state machine with credit flow control, [`muxer`] maps streams to host Unix
-//! sockets.
+//! sockets, [`worker`] runs the device on a thread for an in-process transport.
 
 pub mod backend_vhost_user;
 pub mod connection;
@@ -16,6 +16,7 @@ pub mod muxer;
 pub mod packet;
 #[cfg(test)]
 mod tests;
+pub mod worker;
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
