@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     --config-only) config_only=1; shift ;;
     --force) force=1; shift ;;
     --no-install) install=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "guest-kernel: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -70,7 +70,13 @@ source_id() {
   if [ -d "$src" ]; then
     local ver rev
     ver=$(make -s -C "$src" kernelversion 2>/dev/null) || die "$src is not a kernel tree"
-    rev=$(git -C "$src" describe --always --dirty 2>/dev/null || echo "tree:$(cd "$src" && pwd)")
+    # A git tree is named by its commit; any other tree by its path (--force after
+    # editing it).
+    if [ -e "$src/.git" ]; then
+      rev=$(git -C "$src" describe --always --dirty)
+    else
+      rev="tree:$(cd "$src" && pwd)"
+    fi
     echo "linux-$ver-$rev"
   elif [ "$src" = "$debian_tarball" ] && installed "$debian_pkg"; then
     echo "$debian_pkg-$(dpkg-query -W -f='${Version}' "$debian_pkg")"
