@@ -268,7 +268,7 @@ impl Muxer {
         if self.conns.len() >= MAX_CONNECTIONS {
             return;
         }
-        let local_port = self.alloc_local_port();
+        let local_port = self.alloc_local_port(peer_port);
         let token = self.alloc_token();
         self.local_ports.insert(local_port);
         self.by_ports.insert((local_port, peer_port), token);
@@ -327,14 +327,16 @@ impl Muxer {
         }
     }
 
-    fn alloc_local_port(&mut self) -> u32 {
+    /// A host port for a stream to `peer_port`, unique among host-initiated streams and
+    /// not clashing with a guest-initiated stream to that port number.
+    fn alloc_local_port(&mut self, peer_port: u32) -> u32 {
         loop {
             let p = self.next_local_port;
             self.next_local_port = self
                 .next_local_port
                 .checked_add(1)
                 .unwrap_or(FIRST_LOCAL_PORT);
-            if !self.local_ports.contains(&p) {
+            if !self.local_ports.contains(&p) && !self.by_ports.contains_key(&(p, peer_port)) {
                 return p;
             }
         }
