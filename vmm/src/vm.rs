@@ -170,6 +170,8 @@ pub struct Vm {
     serial: Arc<Mutex<SerialDevice>>,
     reset_evt: EventFd,
     stop_evt: EventFd,
+    // Tells vCPUs to leave their run loop (set by the VMM and by the i8042 reset).
+    stop: Arc<AtomicBool>,
     boot_time: Arc<Mutex<Option<Duration>>>,
     mmio_devices: Vec<MmioAnnouncement>,
     // Keeps irqfds / ioeventfds and their transports alive for the VM's lifetime.
@@ -257,7 +259,11 @@ impl Vm {
             .map_err(kvm_err("KVM_IRQFD"))?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
         let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
-        let i8042 = I8042::new(reset_evt.try_clone().map_err(io_err("eventfd"))?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let i8042 = I8042::new(
+            reset_evt.try_clone().map_err(io_err("eventfd"))?,
+            stop.clone(),
+        );
         let timer = BootTimer::new(config.start_time);
         let boot_time = timer.result();
 
@@ -285,6 +291,7 @@ impl Vm {
             serial,
             reset_evt,
             stop_evt: EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?,
+            stop,
             boot_time,
             mmio_devices: Vec::new(),
             transports: Vec::new(),
@@ -394,7 +401,7 @@ impl Vm {
             em.add_subscriber(Box::new(StdinInput::new(self.serial.clone())));
         }
 
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = self.stop.clone();
         let ctx = VcpuContext {
             pio: Arc::new(self.pio),
             mmio: Arc::new(self.mmio),

@@ -246,3 +246,25 @@ fn terminal_input_reaches_the_guest_and_mode_is_restored() {
         libc::close(slave);
     }
 }
+
+#[test]
+fn i8042_reset_stops_before_the_next_instruction() {
+    if should_skip("i8042_reset_stops_before_the_next_instruction") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Reset, then fault right away as Linux's fallback reboot methods would.
+    let code = Asm::new()
+        .print("bye\n")
+        .bytes(&[0xb0, 0xfe, 0xe6, 0x64, 0x0f, 0x0b])
+        .finish();
+    let kernel = write_guest(dir.path(), "reset.elf", &code);
+    for _ in 0..5 {
+        let r = run_vmm(
+            &["--kernel", kernel.to_str().unwrap(), "--memory", "16"],
+            LIMIT,
+        );
+        assert!(r.status.success(), "stderr {}", r.stderr);
+        assert_eq!(r.stdout, "bye\n");
+    }
+}
