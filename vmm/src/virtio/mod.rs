@@ -95,6 +95,11 @@ pub enum ActivateError {
 }
 
 /// A virtio device model, independent of the transport.
+///
+/// The transport calls these from vCPU threads (register accesses). Queue work runs
+/// where the device decides, typically on a worker thread started in `activate` that
+/// waits on the queues' `notify` eventfds (Cloud Hypervisor's model); such a device
+/// stops and joins that thread in `reset` and on drop, which happens when the VM ends.
 pub trait VirtioDevice: Send {
     /// virtio device id (1 net, 2 block, 4 rng, 19 vsock, 26 fs, ...).
     fn device_type(&self) -> u32;
