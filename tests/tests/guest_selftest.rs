@@ -1,5 +1,5 @@
 //! The guest on its own: hull's kernel boots under QEMU TCG (which works on every host,
-//! PVM included), and the agent's self-test passes as PID 1.
+//! PVM included) and has what the agent needs.
 //!
 //! The kernel and initramfs are the installed assets (`make guest`; `make test` builds
 //! them first). A missing asset fails the test with the command that builds it.
@@ -85,5 +85,70 @@ reboot -f
         uptime[0].rsplit(' ').next().unwrap(),
         out.marker_after.unwrap_or_default(),
         out.elapsed
+    );
+}
+
+/// What the agent relies on, checked without the agent: every namespace type, the
+/// file systems, seccomp filters, the netfilter tables, vsock, and the cgroup v2
+/// controllers including a frozen child cgroup.
+const FEATURE_SCRIPT: &str = r#"/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+miss() { echo "hull-test-init: missing $*"; }
+for ns in cgroup ipc mnt net pid time user uts; do
+  [ -e /proc/self/ns/$ns ] || miss namespace $ns
+done
+unshare -m -u -i -n -p -U -f true || miss unshare
+for fs in ext4 erofs overlay tmpfs devtmpfs fuse virtiofs mqueue devpts cgroup2; do
+  grep -qw $fs /proc/filesystems || miss filesystem $fs
+done
+grep -q '^Seccomp_filters:' /proc/self/status || miss seccomp filters
+for f in ip_tables_names ip6_tables_names unix tcp6; do
+  [ -e /proc/net/$f ] || miss /proc/net/$f
+done
+[ -e /proc/sysvipc/msg ] || miss sysvipc
+dmesg | grep -q PF_VSOCK || miss vsock
+mount -t cgroup2 none /sys/fs/cgroup || miss cgroup2 mount
+for c in cpuset cpu io memory pids; do
+  grep -qw $c /sys/fs/cgroup/cgroup.controllers || miss cgroup controller $c
+done
+echo "+cpuset +cpu +io +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control || miss subtree_control
+mkdir /sys/fs/cgroup/t
+for f in cpu.max cpu.weight memory.max pids.max io.max cpuset.cpus cgroup.freeze; do
+  [ -e /sys/fs/cgroup/t/$f ] || miss cgroup file $f
+done
+echo 1 > /sys/fs/cgroup/t/cgroup.freeze
+grep -q 'frozen 1' /sys/fs/cgroup/t/cgroup.events || miss cgroup freezing
+echo "hull-test-init: features checked"
+reboot -f
+"#;
+
+#[test]
+fn kernel_has_what_the_agent_needs() {
+    let kernel = require_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("initramfs.img");
+    busybox_initramfs(FEATURE_SCRIPT, &initrd).unwrap();
+    let out = QemuBoot::new(&kernel, &initrd)
+        .timeout(BOOT_TIMEOUT)
+        .run()
+        .expect("run qemu");
+    assert!(
+        out.lines_starting_with("hull-test-init: features checked")
+            .next()
+            .is_some(),
+        "the check script did not finish:\n{}",
+        out.tail(40)
+    );
+    let missing: Vec<_> = out
+        .lines_starting_with("hull-test-init: missing ")
+        .collect();
+    assert!(missing.is_empty(), "kernel lacks features: {missing:#?}");
+    assert!(
+        !out.timed_out && out.exit_code == Some(0),
+        "{}",
+        out.tail(20)
     );
 }
