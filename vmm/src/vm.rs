@@ -2,6 +2,7 @@
 //! runs until the guest ends or the VMM is asked to stop.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -28,8 +29,8 @@ use crate::memory::{self, MemoryError, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START};
 use crate::virtio::mmio::reg::QUEUE_NOTIFY;
 use crate::virtio::{MmioTransport, VirtioDevice};
 
-/// KVM needs three pages for the TSS below 4 GiB, out of the guest's RAM; this sits
-/// in the MMIO hole just below the BIOS area.
+/// KVM (VMX) needs three pages below 4 GiB, outside guest RAM, for the real-mode TSS;
+/// they sit in the MMIO hole just under the firmware area at the top of 4 GiB.
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 /// First interrupt line for virtio-mmio devices (0-4 are legacy ISA devices here).
 const VIRTIO_FIRST_IRQ: u32 = 5;
@@ -154,8 +155,6 @@ impl MutEventSubscriber for Control {
         }
     }
 }
-
-use std::os::fd::AsRawFd;
 
 /// A configured VM, ready to [`run`](Vm::run).
 pub struct Vm {
