@@ -175,3 +175,91 @@ fn real_kernel_sees_every_vcpu_in_one_package() {
         "CPU topology not one package of 3 cores; tail:\n{tail}"
     );
 }
+
+/// Rewrites the type of the kernel's Xen PVH entry note so that hull-vmm falls back
+/// to the 64-bit Linux boot protocol (zero page) for the same vmlinux.
+fn without_pvh_note(image: &mut [u8]) -> bool {
+    let mut found = false;
+    let mut i = 12;
+    while i + 4 <= image.len() {
+        if &image[i..i + 4] == b"Xen\0" {
+            let word = |at: usize| u32::from_le_bytes(image[at..at + 4].try_into().unwrap());
+            if word(i - 12) == 4 && word(i - 4) == 18 {
+                image[i - 4..i].copy_from_slice(&0x7777u32.to_le_bytes());
+                found = true;
+            }
+        }
+        i += 4;
+    }
+    found
+}
+
+#[test]
+fn real_kernel_boots_through_the_64bit_protocol() {
+    if should_skip("real_kernel_boots_through_the_64bit_protocol") {
+        return;
+    }
+    let Some(kernel) = kernel() else {
+        eprintln!(
+            "SKIP real_kernel_boots_through_the_64bit_protocol: no kernel at $HULL_TEST_KERNEL or {}",
+            hull_vmm::assets::kernel_path().display()
+        );
+        return;
+    };
+    let mut image = std::fs::read(&kernel).unwrap();
+    if !without_pvh_note(&mut image) {
+        eprintln!("SKIP real_kernel_boots_through_the_64bit_protocol: kernel has no PVH note");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("vmlinux-no-pvh");
+    std::fs::write(&copy, &image).unwrap();
+    drop(image);
+    let cmdline = "earlyprintk=serial console=ttyS0 reboot=k hull.proto=linux64";
+    let start = Instant::now();
+    let mut child = vmm()
+        .args([
+            "--kernel",
+            copy.to_str().unwrap(),
+            "--memory",
+            "128",
+            "--cmdline",
+            cmdline,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let want = format!("Command line: {cmdline}");
+    let (mut cmd, mut e820) = (false, false);
+    let mut log = Vec::new();
+    while !(cmd && e820) && start.elapsed() < Duration::from_secs(60) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                cmd |= line.contains(&want);
+                // The E820 map came through the zero page.
+                e820 |=
+                    line.contains("BIOS-e820: [mem 0x0000000000100000-0x0000000007ffffff] usable");
+                log.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let tail = log[log.len().saturating_sub(15)..].join("\n");
+    assert!(cmd, "no '{want}'; tail:\n{tail}");
+    assert!(e820, "no E820 RAM line; tail:\n{tail}");
+}
