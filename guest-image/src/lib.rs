@@ -16,7 +16,13 @@ use std::path::{Path, PathBuf};
 
 pub use elf::is_static_elf;
 
-/// Where, inside the guest, the self-test container's rootfs lives.
+/// Where, inside the guest, the self-test container's rootfs lives: static busybox as
+/// `/bin/busybox` with `sh`, `true`, `echo`, `cat`, `ls`, `id`, `hostname`, `sleep`,
+/// `mount`, `ps` links, `/etc/passwd` and `/etc/group`.
+///
+/// It sits on the initramfs, and pivot_root(2) fails with EINVAL while the caller's
+/// root is the initramfs (checked on the hull kernel): enter it with MS_MOVE + chroot
+/// (OCI "no pivot"), or move PID 1's root onto a tmpfs first (switch_root style).
 pub const SELFTEST_ROOTFS: &str = "/hull/selftest/rootfs";
 
 /// Environment variable naming the static busybox to carry as the self-test rootfs.
