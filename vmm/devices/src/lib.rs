@@ -2,6 +2,7 @@
 //! same device runs in-process behind hull-vmm's virtio-mmio, or in a vhost-user backend
 //! process for QEMU (`hull-vhost-user`).
 
+pub mod fs;
 pub mod vsock;
 
 #[cfg(any(test, feature = "test-utils"))]

@@ -1,7 +1,8 @@
 //! `hull-vhost-user`: serves hull's devices to QEMU as vhost-user backends, one device per
-//! process: `hull-vhost-user vsock --socket <vhost-user.sock> --uds-path <uds> --guest-cid 3`.
+//! process: `hull-vhost-user vsock --socket <vhost-user.sock> --uds-path <uds> --guest-cid 3`,
+//! `hull-vhost-user fs --socket <vhost-user.sock> --shared-dir <dir> [--tag <tag>] [--readonly]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,19 @@ enum Device {
         uds_path: PathBuf,
         #[arg(long, default_value_t = 3)]
         guest_cid: u64,
+    },
+    /// virtio-fs: shares a host directory with the guest (FUSE passthrough).
+    Fs {
+        /// The vhost-user socket to listen on (QEMU's chardev connects to it).
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        shared_dir: PathBuf,
+        /// Mount tag; QEMU's `tag=` property is what the guest sees, keep them equal.
+        #[arg(long, default_value = "rootfs")]
+        tag: String,
+        #[arg(long)]
+        readonly: bool,
     },
 }
 
@@ -64,8 +78,30 @@ fn main() -> ExitCode {
         } => Vsock::new(guest_cid, &uds_path)
             .map_err(backend_vhost_user::VhostUserError::from)
             .and_then(|dev| backend_vhost_user::serve(dev, &socket)),
+        Device::Fs {
+            socket,
+            shared_dir,
+            tag,
+            readonly,
+        } => return serve_fs(&socket, shared_dir, tag, readonly),
     };
     match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hull-vhost-user: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_fs(socket: &Path, shared_dir: PathBuf, tag: String, readonly: bool) -> ExitCode {
+    use hull_devices::fs::{backend_vhost_user::serve, Fs, FsConfig};
+    let mut cfg = FsConfig::new(shared_dir, tag);
+    cfg.readonly = readonly;
+    match Fs::new(cfg)
+        .map_err(Into::into)
+        .and_then(|dev| serve(dev, socket))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hull-vhost-user: {e}");

@@ -24,13 +24,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuse_backend_rs::abi::fuse_abi::{InHeader, OpenIn, Opcode, OutHeader};
+use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, OpenIn, OutHeader};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{ByteValued, GuestMemory};
 
 /// virtio device ID of the file system device.
@@ -193,6 +193,8 @@ impl Fs {
                 return 0;
             }
         };
+        // The server reports the reply's length even when it found no room for it.
+        let room = writer.available_bytes();
         let result = match self.screen(reader.clone()) {
             Screen::Serve => self
                 .server
@@ -204,7 +206,7 @@ impl Fs {
             Screen::Malformed => Err("no FUSE header".into()),
         };
         match result {
-            Ok(n) => u32::try_from(n).unwrap_or(0),
+            Ok(n) => u32::try_from(n.min(room)).unwrap_or(0),
             Err(e) => {
                 log::debug!("virtio-fs: chain {head}: {e}");
                 0
@@ -320,7 +322,7 @@ fn opcode(raw: u32) -> Option<Opcode> {
     ];
     KNOWN
         .into_iter()
-        .find(|&op| op as u32 == raw && op != MaxOpcode)
+        .find(|&op| op as u32 == raw && raw != MaxOpcode as u32)
 }
 
 /// Whether `op` (whose arguments follow in `r`) would change the shared directory.
@@ -328,9 +330,7 @@ fn changes_fs<S: vm_memory::bitmap::BitmapSlice>(op: Opcode, r: &mut Reader<'_, 
     use Opcode::*;
     match op {
         Setattr | Symlink | Mknod | Mkdir | Unlink | Rmdir | Rename | Link | Write | Setxattr
-        | Removexattr | Create | Fallocate | Rename2 | CopyFileRange | SetupMapping | Ioctl => {
-            true
-        }
+        | Removexattr | Create | Fallocate | Rename2 | CopyFileRange | SetupMapping | Ioctl => true,
         Open => match r.read_obj::<OpenIn>() {
             Ok(o) => {
                 let flags = o.flags as i32;

@@ -1,0 +1,120 @@
+//! The virtio-fs device served over vhost-user (QEMU's `vhost-user-fs-device`).
+//!
+//! QEMU owns the config space (the tag is its `tag=` property) and hands the backend the
+//! high-priority queue and the request queues. Guest memory arrives as the memfd regions
+//! of SET_MEM_TABLE.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use super::{Fs, FsError, NUM_QUEUES, QUEUE_MAX_SIZE};
+
+type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VhostUserError {
+    #[error(transparent)]
+    Device(#[from] FsError),
+    #[error("vhost-user daemon: {0}")]
+    Daemon(String),
+}
+
+pub struct VhostUserFs {
+    dev: Fs,
+    mem: Option<Mem>,
+}
+
+impl VhostUserFs {
+    pub fn new(dev: Fs) -> Self {
+        VhostUserFs { dev, mem: None }
+    }
+}
+
+impl VhostUserBackendMut for VhostUserFs {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_MAX_SIZE as usize
+    }
+
+    fn features(&self) -> u64 {
+        Fs::features() | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        // MQ: QEMU asks how many queues we serve.
+        VhostUserProtocolFeatures::MQ
+    }
+
+    fn reset_device(&mut self) {
+        if let Err(e) = self.dev.reset() {
+            log::error!("virtio-fs: reset: {e}");
+        }
+    }
+
+    fn set_event_idx(&mut self, _enabled: bool) {
+        // The queues track EVENT_IDX themselves.
+    }
+
+    fn update_memory(&mut self, mem: Mem) -> io::Result<()> {
+        self.mem = Some(mem);
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+    }
+
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        let Some(vring) = vrings.get(usize::from(device_event)) else {
+            return Err(io::Error::other(format!("unknown event {device_event}")));
+        };
+        let Some(mem) = &self.mem else {
+            // No memory table yet: nothing can be read.
+            return Ok(());
+        };
+        let mem = mem.memory();
+        let notify = self
+            .dev
+            .process(&*mem, vring.get_mut().get_queue_mut())
+            .map_err(io::Error::other)?;
+        if notify {
+            vring.signal_used_queue()?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves `dev` on the vhost-user socket `socket` until the front-end disconnects.
+pub fn serve(dev: Fs, socket: &Path) -> Result<(), VhostUserError> {
+    let backend = Arc::new(RwLock::new(VhostUserFs::new(dev)));
+    let mut daemon = VhostUserDaemon::new(
+        "hull-vhost-user-fs".to_string(),
+        backend,
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    daemon
+        .serve(socket)
+        .map_err(|e| VhostUserError::Daemon(e.to_string()))
+}
