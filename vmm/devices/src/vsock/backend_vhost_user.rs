@@ -112,9 +112,18 @@ impl VhostUserBackendMut for VhostUserVsock {
         let notify = {
             let mut rx_state = rx.get_mut();
             let mut tx_state = tx.get_mut();
-            self.dev
+            match self
+                .dev
                 .process(&*mem, rx_state.get_queue_mut(), tx_state.get_queue_mut())
-                .map_err(io::Error::other)?
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    // An error here would end the worker thread for good; a broken ring
+                    // only hurts its own guest, so log and keep serving.
+                    log::warn!("vsock: {e}");
+                    return Ok(());
+                }
+            }
         };
         if notify.rx {
             rx.signal_used_queue()?;
