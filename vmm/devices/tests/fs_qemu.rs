@@ -1,0 +1,314 @@
+//! End to end: a Linux guest under QEMU (`-M microvm`, TCG) mounts a host directory
+//! through hull's virtio-fs device served by `hull-vhost-user fs`, reads what the host put
+//! there, writes files as root and as another user, and tries to get out of the share.
+//!
+//! Needs `qemu-system-x86_64` (or `HULL_QEMU`), the guest kernel at
+//! `${HULL_ASSETS:-/var/lib/hull}/vmlinux` and a static busybox (`HULL_BUSYBOX`, default
+//! /usr/bin/busybox, /bin/busybox); skips with a reason when one is missing. The guest's
+//! /init is a busybox shell script that prints `HULL: ...` lines on the console.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The guest's whole run (boot, checks, reboot) under TCG.
+const GUEST_TIMEOUT_S: u64 = 120;
+
+const INIT: &str = r#"#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc
+say() { echo "HULL: $*"; }
+if $B mount -t virtiofs rootfs /mnt; then say mounted; else say mount-failed; $B reboot -f; fi
+say "host-file $($B cat /mnt/from-host.txt)"
+say "host-mode $($B stat -c '%a %u %g' /mnt/from-host.txt)"
+
+echo "guest wrote this" > /mnt/guest.txt
+$B chmod 0640 /mnt/guest.txt
+$B chown 1234:5678 /mnt/guest.txt
+$B mkdir -m 0750 /mnt/gdir
+$B mkdir -m 1777 /mnt/pub
+$B su -s /bin/sh user -c 'echo "by user" > /mnt/pub/user.txt' && say user-wrote
+$B su -s /bin/sh user -c 'echo x > /mnt/gdir/denied.txt' 2>/dev/null || say user-denied
+
+# Ways out: symlinks the host put there, `..`, renames and links across the mount.
+$B cat /mnt/escape-abs/secret 2>/dev/null && say LEAK-abs-read || say abs-read-blocked
+$B cat /mnt/escape-rel/secret 2>/dev/null && say LEAK-rel-read || say rel-read-blocked
+echo pwned > /mnt/escape-abs/new 2>/dev/null && say LEAK-abs-write || say abs-write-blocked
+echo pwned > /mnt/escape-file 2>/dev/null
+cd /mnt/gdir && cd ../.. && say "dotdot-lands-in $($B pwd) $($B ls / | $B tr '\n' ' ')"
+cd /
+$B mv /mnt/to-move.txt /mnt/../moved-out.txt && say moved-out
+$B ln /mnt/guest.txt /hardlink 2>/dev/null && say LEAK-link || say link-blocked
+$B test -e /mnt/../outside && say LEAK-outside-visible || say outside-invisible
+
+$B sync
+$B umount /mnt && say unmounted
+say done
+$B reboot -f
+"#;
+
+/// Kills a child process when the test ends, however it ends.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find_qemu() -> Result<PathBuf, String> {
+    if let Some(q) = std::env::var_os("HULL_QEMU") {
+        let q = PathBuf::from(q);
+        return if q.is_file() {
+            Ok(q)
+        } else {
+            Err(format!("HULL_QEMU={} does not exist", q.display()))
+        };
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("qemu-system-x86_64"))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| "qemu-system-x86_64 not found (set HULL_QEMU)".into())
+}
+
+fn find_busybox() -> Result<PathBuf, String> {
+    let candidates: Vec<PathBuf> = match std::env::var_os("HULL_BUSYBOX") {
+        Some(b) => vec![b.into()],
+        None => vec!["/usr/bin/busybox".into(), "/bin/busybox".into()],
+    };
+    for c in candidates {
+        let Ok(bytes) = fs::read(&c) else { continue };
+        // A dynamic binary carries a PT_INTERP path; the initramfs has no loader.
+        if bytes.windows(16).any(|w| w == b"/lib64/ld-linux-") {
+            return Err(format!("{} is not static", c.display()));
+        }
+        return Ok(c);
+    }
+    Err("no static busybox (set HULL_BUSYBOX)".into())
+}
+
+fn build_initramfs(busybox: &Path, out: &Path) {
+    let bb = fs::read(busybox).unwrap();
+    let f = fs::File::create(out).unwrap();
+    let mut w = hull_guest_image::cpio::Writer::new(std::io::BufWriter::new(f));
+    for d in ["bin", "dev", "etc", "mnt", "proc", "tmp"] {
+        w.dir(d, 0o755).unwrap();
+    }
+    w.char_device("dev/console", 0o600, 5, 1).unwrap();
+    w.file("bin/busybox", 0o755, &bb).unwrap();
+    w.symlink("bin/sh", "busybox").unwrap();
+    w.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0::/:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n",
+    )
+    .unwrap();
+    w.file("etc/group", 0o644, b"root:x:0:\nuser:x:1000:\n")
+        .unwrap();
+    w.file("init", 0o755, INIT.as_bytes()).unwrap();
+    w.finish().unwrap();
+}
+
+fn wait_for(path: &Path, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("backend exited early: {st}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Owner, group and permission bits.
+fn owner_mode(p: &Path) -> (u32, u32, u32) {
+    let md = fs::symlink_metadata(p).unwrap();
+    (md.uid(), md.gid(), md.permissions().mode() & 0o7777)
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn guest_files_reach_the_host_and_the_guest_stays_inside() {
+    let qemu = match find_qemu() {
+        Ok(q) => q,
+        Err(why) => return println!("SKIP: {why}"),
+    };
+    let assets = std::env::var_os("HULL_ASSETS").unwrap_or_else(|| "/var/lib/hull".into());
+    let vmlinux = Path::new(&assets).join("vmlinux");
+    if !vmlinux.is_file() {
+        return println!(
+            "SKIP: no guest kernel at {} (build it with guest-kernel-config/build.sh)",
+            vmlinux.display()
+        );
+    }
+    let busybox = match find_busybox() {
+        Ok(b) => b,
+        Err(why) => return println!("SKIP: {why}"),
+    };
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+
+    // `top` holds the share and a sibling it must not reach; `work` the plumbing.
+    let top = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let shared = top.path().join("shared");
+    let outside = top.path().join("outside");
+    fs::create_dir(&shared).unwrap();
+    fs::create_dir(&outside).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(outside.join("secret"), "host secret").unwrap();
+    fs::write(shared.join("from-host.txt"), "hello-from-host").unwrap();
+    fs::set_permissions(
+        shared.join("from-host.txt"),
+        fs::Permissions::from_mode(0o604),
+    )
+    .unwrap();
+    fs::write(shared.join("to-move.txt"), "move me").unwrap();
+    std::os::unix::fs::symlink(&outside, shared.join("escape-abs")).unwrap();
+    std::os::unix::fs::symlink("../outside", shared.join("escape-rel")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), shared.join("escape-file")).unwrap();
+
+    let initrd = work.path().join("initramfs.cpio");
+    build_initramfs(&busybox, &initrd);
+    let vhost_sock = work.path().join("fs.sock");
+    let mut backend = Command::new(env!("CARGO_BIN_EXE_hull-vhost-user"))
+        .args(["fs", "--tag", "rootfs", "--socket"])
+        .arg(&vhost_sock)
+        .arg("--shared-dir")
+        .arg(&shared)
+        .spawn()
+        .expect("start hull-vhost-user");
+    wait_for(&vhost_sock, &mut backend);
+    let mut backend = Reaped(backend);
+
+    let console = work.path().join("console.log");
+    let t0 = Instant::now();
+    let qemu = Command::new(&qemu)
+        .args(["-accel", "tcg", "-M", "microvm,acpi=off,memory-backend=mem"])
+        .args(["-m", "256M", "-smp", "1", "-cpu", "max"])
+        .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
+        .arg("-chardev")
+        .arg(format!("socket,id=fs,path={}", vhost_sock.display()))
+        .args(["-device", "vhost-user-fs-device,chardev=fs,tag=rootfs"])
+        .arg("-kernel")
+        .arg(&vmlinux)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 reboot=t panic=-1"])
+        .args(["-no-reboot", "-nographic"])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&console).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start qemu");
+    let mut qemu = Reaped(qemu);
+    let console_log = || fs::read_to_string(&console).unwrap_or_default();
+
+    let deadline = t0 + Duration::from_secs(GUEST_TIMEOUT_S);
+    loop {
+        if let Some(st) = qemu.0.try_wait().unwrap() {
+            assert!(st.success(), "qemu: {st}\n{}", console_log());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "guest did not finish in {GUEST_TIMEOUT_S} s:\n{}",
+            console_log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    println!("guest ran for {:?}", t0.elapsed());
+    let log = console_log();
+    let said: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("HULL: "))
+        .collect();
+    println!("guest said: {said:#?}");
+    // The backend outlives the front-end's disconnect only briefly.
+    let _ = backend.0.try_wait();
+
+    // What the host shared, the guest read, with its owner and mode.
+    assert!(said.contains(&"mounted"), "{log}");
+    assert!(said.contains(&"host-file hello-from-host"), "{log}");
+    let host_owner = fs::metadata(shared.join("from-host.txt")).unwrap();
+    let expect = format!("host-mode 604 {} {}", host_owner.uid(), host_owner.gid());
+    assert!(said.contains(&expect.as_str()), "{expect}: {said:?}");
+
+    // What the guest wrote, the host sees, with the owner and mode the guest set.
+    assert_eq!(
+        fs::read_to_string(shared.join("guest.txt")).unwrap(),
+        "guest wrote this\n"
+    );
+    let gdir = owner_mode(&shared.join("gdir"));
+    assert_eq!(gdir.2, 0o750);
+    assert!(fs::metadata(shared.join("gdir")).unwrap().is_dir());
+    assert_eq!(owner_mode(&shared.join("pub")).2, 0o1777);
+    if root {
+        assert_eq!(owner_mode(&shared.join("guest.txt")), (1234, 5678, 0o640));
+        assert_eq!(gdir.0, 0);
+        assert!(said.contains(&"user-wrote"), "{said:?}");
+        assert_eq!(owner_mode(&shared.join("pub/user.txt")).0, 1000);
+        assert_eq!(owner_mode(&shared.join("pub/user.txt")).1, 1000);
+        assert!(said.contains(&"user-denied"), "{said:?}");
+        assert!(!shared.join("gdir/denied.txt").exists());
+    } else {
+        println!("not root: owners are not checked");
+    }
+
+    // Nothing left the share.
+    for blocked in [
+        "abs-read-blocked",
+        "rel-read-blocked",
+        "abs-write-blocked",
+        "link-blocked",
+        "outside-invisible",
+        "moved-out",
+        "unmounted",
+        "done",
+    ] {
+        assert!(said.contains(&blocked), "{blocked}: {said:?}");
+    }
+    assert!(!said.iter().any(|s| s.starts_with("LEAK")), "{said:?}");
+    let dotdot = said
+        .iter()
+        .find(|s| s.starts_with("dotdot-lands-in"))
+        .expect("dotdot line");
+    assert!(dotdot.starts_with("dotdot-lands-in / "), "{dotdot}");
+    assert!(dotdot.contains(" init "), "guest's own root: {dotdot}");
+    assert_eq!(
+        fs::read_to_string(outside.join("secret")).unwrap(),
+        "host secret"
+    );
+    assert_eq!(names(&outside), vec!["secret"]);
+    assert_eq!(names(top.path()), vec!["outside", "shared"]);
+    assert!(
+        !shared.join("to-move.txt").exists(),
+        "moved out of the share"
+    );
+    assert!(
+        fs::symlink_metadata(shared.join("escape-file"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the host symlink was not replaced"
+    );
+}
