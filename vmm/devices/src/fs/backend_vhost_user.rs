@@ -107,6 +107,7 @@ impl VhostUserBackendMut for VhostUserFs {
 
 /// Serves `dev` on the vhost-user socket `socket` until the front-end disconnects.
 pub fn serve(dev: Fs, socket: &Path) -> Result<(), VhostUserError> {
+    raise_fd_limit();
     let backend = Arc::new(RwLock::new(VhostUserFs::new(dev)));
     let mut daemon = VhostUserDaemon::new(
         "hull-vhost-user-fs".to_string(),
@@ -117,4 +118,24 @@ pub fn serve(dev: Fs, socket: &Path) -> Result<(), VhostUserError> {
     daemon
         .serve(socket)
         .map_err(|e| VhostUserError::Daemon(e.to_string()))
+}
+
+/// Every inode the guest has looked up holds an fd here: allow as many as the hard limit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for the kernel to fill in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one is allowed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        log::warn!(
+            "virtio-fs: cannot raise the open-file limit: {}",
+            io::Error::last_os_error()
+        );
+    }
 }

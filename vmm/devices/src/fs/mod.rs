@@ -4,7 +4,8 @@
 //! FUSE client by fuse-backend-rs's passthrough file system, in this process, as
 //! Dragonball does. The device owns no queues: a transport (hull-vmm's virtio-mmio, or the
 //! vhost-user backend in [`backend_vhost_user`]) hands it one queue plus guest memory
-//! whenever that queue is kicked, and signals the driver when [`Fs::process`] says so.
+//! whenever that queue is kicked, and signals the driver when [`Fs::process`] says so;
+//! [`worker`] runs it on its own thread for an in-process transport.
 //! Every queue (high-priority and request queues) is served the same way: requests are
 //! answered synchronously, so nothing is ever left in flight across a reset.
 //!
@@ -17,6 +18,7 @@
 pub mod backend_vhost_user;
 #[cfg(test)]
 mod tests;
+pub mod worker;
 
 use std::ffi::CString;
 use std::io::{self, Write};
