@@ -4,5 +4,7 @@
 pub mod cgroups;
 pub mod engine;
 pub(crate) mod helper;
+pub mod host;
 pub mod reaper;
+pub mod server;
 pub(crate) mod stdio;
