@@ -3,9 +3,10 @@
 //! there, writes files as root and as another user, and tries to get out of the share.
 //!
 //! Needs `qemu-system-x86_64` (or `HULL_QEMU`), the guest kernel at
-//! `${HULL_ASSETS:-/var/lib/hull}/vmlinux` and a static busybox (`HULL_BUSYBOX`, default
-//! /usr/bin/busybox, /bin/busybox); skips with a reason when one is missing. The guest's
-//! /init is a busybox shell script that prints `HULL: ...` lines on the console.
+//! `${HULL_ASSETS:-/var/lib/hull}/vmlinux`, and skips with a reason when either is missing;
+//! it also needs a static busybox (`HULL_BUSYBOX`, default /usr/bin/busybox, /bin/busybox;
+//! scripts/setup.sh installs busybox-static). The guest's /init is a busybox shell script
+//! that prints `HULL: ...` lines on the console.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -91,10 +92,10 @@ fn find_busybox() -> Result<PathBuf, String> {
         }
         return Ok(c);
     }
-    Err("no static busybox (set HULL_BUSYBOX)".into())
+    Err("no static busybox (install busybox-static or set HULL_BUSYBOX)".into())
 }
 
-fn build_initramfs(busybox: &Path, out: &Path) {
+fn build_initramfs(busybox: &Path, init: &str, out: &Path) {
     let bb = fs::read(busybox).unwrap();
     let f = fs::File::create(out).unwrap();
     let mut w = hull_guest_image::cpio::Writer::new(std::io::BufWriter::new(f));
@@ -112,7 +113,7 @@ fn build_initramfs(busybox: &Path, out: &Path) {
     .unwrap();
     w.file("etc/group", 0o644, b"root:x:0:\nuser:x:1000:\n")
         .unwrap();
-    w.file("init", 0o755, INIT.as_bytes()).unwrap();
+    w.file("init", 0o755, init.as_bytes()).unwrap();
     w.finish().unwrap();
 }
 
@@ -146,30 +147,112 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+/// What a guest run needs from the host, or why it cannot run here.
+struct Assets {
+    qemu: PathBuf,
+    vmlinux: PathBuf,
+    busybox: PathBuf,
+}
+
+fn assets() -> Result<Assets, String> {
+    let qemu = find_qemu()?;
+    let dir = std::env::var_os("HULL_ASSETS").unwrap_or_else(|| "/var/lib/hull".into());
+    let vmlinux = Path::new(&dir).join("vmlinux");
+    if !vmlinux.is_file() {
+        return Err(format!(
+            "no guest kernel at {} (build it with guest-kernel-config/build.sh)",
+            vmlinux.display()
+        ));
+    }
+    // scripts/setup.sh installs busybox-static: its absence is a broken setup, not a skip.
+    let busybox = find_busybox().unwrap_or_else(|why| panic!("{why}"));
+    Ok(Assets {
+        qemu,
+        vmlinux,
+        busybox,
+    })
+}
+
+/// Boots a guest whose /init is `init` with `shared` served as tag `rootfs` by
+/// `hull-vhost-user fs <backend_args>`, waits for it to power off, and returns what it
+/// said (`HULL: ...` lines) and the whole console.
+fn run_guest(
+    a: &Assets,
+    shared: &Path,
+    init: &str,
+    backend_args: &[&str],
+) -> (Vec<String>, String) {
+    let work = tempfile::tempdir().unwrap();
+    let initrd = work.path().join("initramfs.cpio");
+    build_initramfs(&a.busybox, init, &initrd);
+    let vhost_sock = work.path().join("fs.sock");
+    let mut backend = Command::new(env!("CARGO_BIN_EXE_hull-vhost-user"))
+        .args(["fs", "--tag", "rootfs", "--socket"])
+        .arg(&vhost_sock)
+        .arg("--shared-dir")
+        .arg(shared)
+        .args(backend_args)
+        .spawn()
+        .expect("start hull-vhost-user");
+    wait_for(&vhost_sock, &mut backend);
+    let _backend = Reaped(backend);
+
+    let console = work.path().join("console.log");
+    let t0 = Instant::now();
+    let qemu = Command::new(&a.qemu)
+        .args(["-accel", "tcg", "-M", "microvm,acpi=off,memory-backend=mem"])
+        .args(["-m", "256M", "-smp", "1", "-cpu", "max"])
+        .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
+        .arg("-chardev")
+        .arg(format!("socket,id=fs,path={}", vhost_sock.display()))
+        .args(["-device", "vhost-user-fs-device,chardev=fs,tag=rootfs"])
+        .arg("-kernel")
+        .arg(&a.vmlinux)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 reboot=t panic=-1"])
+        .args(["-no-reboot", "-nographic"])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&console).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start qemu");
+    let mut qemu = Reaped(qemu);
+    let console_log = || fs::read_to_string(&console).unwrap_or_default();
+    let deadline = t0 + Duration::from_secs(GUEST_TIMEOUT_S);
+    loop {
+        if let Some(st) = qemu.0.try_wait().unwrap() {
+            assert!(st.success(), "qemu: {st}\n{}", console_log());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "guest did not finish in {GUEST_TIMEOUT_S} s:\n{}",
+            console_log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let log = console_log();
+    let said: Vec<String> = log
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("HULL: "))
+        .map(str::to_string)
+        .collect();
+    println!("guest ran for {:?}; it said: {said:#?}", t0.elapsed());
+    (said, log)
+}
+
 #[test]
 fn guest_files_reach_the_host_and_the_guest_stays_inside() {
-    let qemu = match find_qemu() {
-        Ok(q) => q,
-        Err(why) => return println!("SKIP: {why}"),
-    };
-    let assets = std::env::var_os("HULL_ASSETS").unwrap_or_else(|| "/var/lib/hull".into());
-    let vmlinux = Path::new(&assets).join("vmlinux");
-    if !vmlinux.is_file() {
-        return println!(
-            "SKIP: no guest kernel at {} (build it with guest-kernel-config/build.sh)",
-            vmlinux.display()
-        );
-    }
-    let busybox = match find_busybox() {
-        Ok(b) => b,
+    let a = match assets() {
+        Ok(a) => a,
         Err(why) => return println!("SKIP: {why}"),
     };
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
 
-    // `top` holds the share and a sibling it must not reach; `work` the plumbing.
+    // `top` holds the share and a sibling it must not reach.
     let top = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
     let shared = top.path().join("shared");
     let outside = top.path().join("outside");
     fs::create_dir(&shared).unwrap();
@@ -187,64 +270,8 @@ fn guest_files_reach_the_host_and_the_guest_stays_inside() {
     std::os::unix::fs::symlink("../outside", shared.join("escape-rel")).unwrap();
     std::os::unix::fs::symlink(outside.join("secret"), shared.join("escape-file")).unwrap();
 
-    let initrd = work.path().join("initramfs.cpio");
-    build_initramfs(&busybox, &initrd);
-    let vhost_sock = work.path().join("fs.sock");
-    let mut backend = Command::new(env!("CARGO_BIN_EXE_hull-vhost-user"))
-        .args(["fs", "--tag", "rootfs", "--socket"])
-        .arg(&vhost_sock)
-        .arg("--shared-dir")
-        .arg(&shared)
-        .spawn()
-        .expect("start hull-vhost-user");
-    wait_for(&vhost_sock, &mut backend);
-    let mut backend = Reaped(backend);
-
-    let console = work.path().join("console.log");
-    let t0 = Instant::now();
-    let qemu = Command::new(&qemu)
-        .args(["-accel", "tcg", "-M", "microvm,acpi=off,memory-backend=mem"])
-        .args(["-m", "256M", "-smp", "1", "-cpu", "max"])
-        .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
-        .arg("-chardev")
-        .arg(format!("socket,id=fs,path={}", vhost_sock.display()))
-        .args(["-device", "vhost-user-fs-device,chardev=fs,tag=rootfs"])
-        .arg("-kernel")
-        .arg(&vmlinux)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", "console=ttyS0 reboot=t panic=-1"])
-        .args(["-no-reboot", "-nographic"])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&console).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start qemu");
-    let mut qemu = Reaped(qemu);
-    let console_log = || fs::read_to_string(&console).unwrap_or_default();
-
-    let deadline = t0 + Duration::from_secs(GUEST_TIMEOUT_S);
-    loop {
-        if let Some(st) = qemu.0.try_wait().unwrap() {
-            assert!(st.success(), "qemu: {st}\n{}", console_log());
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "guest did not finish in {GUEST_TIMEOUT_S} s:\n{}",
-            console_log()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-    println!("guest ran for {:?}", t0.elapsed());
-    let log = console_log();
-    let said: Vec<&str> = log
-        .lines()
-        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("HULL: "))
-        .collect();
-    println!("guest said: {said:#?}");
-    // The backend outlives the front-end's disconnect only briefly.
-    let _ = backend.0.try_wait();
+    let (said, log) = run_guest(&a, &shared, INIT, &[]);
+    let said: Vec<&str> = said.iter().map(String::as_str).collect();
 
     // What the host shared, the guest read, with its owner and mode.
     assert!(said.contains(&"mounted"), "{log}");
@@ -311,4 +338,50 @@ fn guest_files_reach_the_host_and_the_guest_stays_inside() {
             .is_symlink(),
         "the host symlink was not replaced"
     );
+}
+
+const INIT_READONLY: &str = r#"#!/bin/busybox sh
+B=/bin/busybox
+say() { echo "HULL: $*"; }
+$B mount -t virtiofs rootfs /mnt && say mounted
+say "read $($B cat /mnt/keep.txt)"
+echo x > /mnt/new.txt 2>/dev/null && say LEAK-create || say create-refused
+echo x >> /mnt/keep.txt 2>/dev/null && say LEAK-append || say append-refused
+$B mkdir /mnt/d 2>/dev/null && say LEAK-mkdir || say mkdir-refused
+$B rm -f /mnt/keep.txt 2>/dev/null && say LEAK-rm || say rm-refused
+$B chmod 777 /mnt/keep.txt 2>/dev/null && say LEAK-chmod || say chmod-refused
+$B umount /mnt
+say done
+$B reboot -f
+"#;
+
+#[test]
+fn readonly_share_refuses_guest_writes() {
+    let a = match assets() {
+        Ok(a) => a,
+        Err(why) => return println!("SKIP: {why}"),
+    };
+    let top = tempfile::tempdir().unwrap();
+    let shared = top.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::write(shared.join("keep.txt"), "kept").unwrap();
+    fs::set_permissions(shared.join("keep.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+
+    let (said, log) = run_guest(&a, &shared, INIT_READONLY, &["--readonly"]);
+    for line in [
+        "mounted",
+        "read kept",
+        "create-refused",
+        "append-refused",
+        "mkdir-refused",
+        "rm-refused",
+        "chmod-refused",
+        "done",
+    ] {
+        assert!(said.iter().any(|s| s == line), "{line}: {log}");
+    }
+    assert!(!said.iter().any(|s| s.starts_with("LEAK")), "{said:?}");
+    assert_eq!(names(&shared), vec!["keep.txt"]);
+    assert_eq!(fs::read_to_string(shared.join("keep.txt")).unwrap(), "kept");
+    assert_eq!(owner_mode(&shared.join("keep.txt")).2, 0o644);
 }
