@@ -139,3 +139,65 @@ fn raise_fd_limit() {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use fuse_backend_rs::abi::fuse_abi::{InHeader, OutHeader};
+    use vm_memory::{Address, ByteValued, Bytes, GuestAddress};
+
+    use super::*;
+    use crate::fs::FsConfig;
+    use crate::test_utils::{test_memory, Buf, BufAlloc, TestQueue};
+
+    #[test]
+    fn queues_reach_the_device_through_vhost_user_vrings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = VhostUserFs::new(Fs::new(FsConfig::new(dir.path(), "t")).unwrap());
+        assert_eq!(b.num_queues(), NUM_QUEUES);
+        assert_ne!(
+            b.features() & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
+            0
+        );
+        let mem = test_memory(1 << 20);
+        let atomic = GuestMemoryAtomic::new(mem.clone());
+        let vrings: Vec<VringRwLock> = (0..NUM_QUEUES)
+            .map(|_| VringRwLock::new(atomic.clone(), QUEUE_MAX_SIZE).unwrap())
+            .collect();
+        let mut tq = TestQueue::new(&mem, GuestAddress(0x1000), 16);
+        let v = &vrings[1];
+        v.set_queue_size(16);
+        v.set_queue_info(
+            tq.desc_table().raw_value(),
+            tq.avail_addr().raw_value(),
+            tq.used_addr().raw_value(),
+        )
+        .unwrap();
+        v.set_queue_ready(true);
+
+        let hdr = InHeader {
+            len: size_of::<InHeader>() as u32,
+            opcode: 7, // a hole in the opcode space
+            unique: 3,
+            ..Default::default()
+        };
+        let mut alloc = BufAlloc::new(tq.end(), GuestAddress(1 << 20));
+        let (ra, wa) = (alloc.alloc(64), alloc.alloc(64));
+        mem.write_slice(hdr.as_slice(), ra).unwrap();
+        tq.add_chain(&[Buf::readable(ra, hdr.len), Buf::writable(wa, 64)])
+            .unwrap();
+
+        // Kicks before SET_MEM_TABLE find nothing to read; unknown events are errors.
+        b.handle_event(1, EventSet::IN, &vrings, 0).unwrap();
+        assert_eq!(tq.used_idx(), 0);
+        assert!(b.handle_event(9, EventSet::IN, &vrings, 0).is_err());
+
+        b.update_memory(atomic).unwrap();
+        b.handle_event(1, EventSet::IN, &vrings, 0).unwrap();
+        assert_eq!(tq.take_used().len(), 1);
+        let out: OutHeader = mem.read_obj(wa).unwrap();
+        assert_eq!((out.unique, out.error), (3, -libc::ENOSYS));
+        b.reset_device();
+    }
+}
