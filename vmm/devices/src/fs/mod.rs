@@ -14,6 +14,10 @@
 //! `..` of the root is the root, and only regular files and directories are ever opened.
 //! [`Fs`] adds a screen in front of it: unknown opcodes never reach the server, and a
 //! read-only share refuses every request that would change it.
+//!
+//! Ownership: a file is created as the requesting guest uid/gid by switching the serving
+//! thread's credentials alone (raw `setresuid`/`setresgid`), so the rest of the VMM keeps
+//! its own; that needs a root (CAP_SETUID/CAP_SETGID) process, as virtiofsd does.
 
 pub mod backend_vhost_user;
 #[cfg(test)]
