@@ -367,7 +367,12 @@ fn readonly_share_refuses_guest_writes() {
     fs::write(shared.join("keep.txt"), "kept").unwrap();
     fs::set_permissions(shared.join("keep.txt"), fs::Permissions::from_mode(0o644)).unwrap();
 
-    let (said, log) = run_guest(&a, &shared, INIT_READONLY, &["--readonly"]);
+    let (said, log) = run_guest(
+        &a,
+        &shared,
+        INIT_READONLY,
+        &["--readonly", "--cache", "never"],
+    );
     for line in [
         "mounted",
         "read kept",

@@ -1,11 +1,13 @@
 //! `hull-vhost-user`: serves hull's devices to QEMU as vhost-user backends, one device per
 //! process: `hull-vhost-user vsock --socket <vhost-user.sock> --uds-path <uds> --guest-cid 3`,
-//! `hull-vhost-user fs --socket <vhost-user.sock> --shared-dir <dir> [--tag <tag>] [--readonly]`.
+//! `hull-vhost-user fs --socket <vhost-user.sock> --shared-dir <dir> [--tag <tag>] [--readonly]
+//! [--cache auto|never|metadata|always]`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hull_devices::fs::{CachePolicy, FsConfig};
 use hull_devices::vsock::{backend_vhost_user, Vsock};
 
 #[derive(Parser)]
@@ -34,13 +36,19 @@ enum Device {
         /// The vhost-user socket to listen on (QEMU's chardev connects to it).
         #[arg(long)]
         socket: PathBuf,
+        /// The host directory to share (a bundle's rootfs, a volume).
         #[arg(long)]
         shared_dir: PathBuf,
         /// Mount tag; QEMU's `tag=` property is what the guest sees, keep them equal.
         #[arg(long, default_value = "rootfs")]
         tag: String,
+        /// Refuse every change to the shared directory (EROFS).
         #[arg(long)]
         readonly: bool,
+        /// Guest caching: auto (close-to-open), never (for dirs the host changes too),
+        /// metadata, always.
+        #[arg(long, default_value = "auto")]
+        cache: CachePolicy,
     },
 }
 
@@ -83,7 +91,13 @@ fn main() -> ExitCode {
             shared_dir,
             tag,
             readonly,
-        } => return serve_fs(&socket, shared_dir, tag, readonly),
+            cache,
+        } => {
+            let mut cfg = FsConfig::new(shared_dir, tag);
+            cfg.readonly = readonly;
+            cfg.cache = cache;
+            return serve_fs(&socket, cfg);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,10 +108,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve_fs(socket: &Path, shared_dir: PathBuf, tag: String, readonly: bool) -> ExitCode {
-    use hull_devices::fs::{backend_vhost_user::serve, Fs, FsConfig};
-    let mut cfg = FsConfig::new(shared_dir, tag);
-    cfg.readonly = readonly;
+fn serve_fs(socket: &Path, cfg: FsConfig) -> ExitCode {
+    use hull_devices::fs::{backend_vhost_user::serve, Fs};
     match Fs::new(cfg)
         .map_err(Into::into)
         .and_then(|dev| serve(dev, socket))
