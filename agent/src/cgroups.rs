@@ -103,8 +103,8 @@ pub fn remove_dirs(dirs: &[PathBuf]) {
     }
 }
 
-/// The container's cgroup directory in every hierarchy where it exists.
-pub fn dirs(cgroup_path: &Path) -> Vec<PathBuf> {
+/// The container's cgroup directory in every hierarchy, existing or not.
+pub fn paths(cgroup_path: &Path) -> Vec<PathBuf> {
     let parts = relative(cgroup_path);
     mount_points()
         .into_iter()
@@ -112,6 +112,13 @@ pub fn dirs(cgroup_path: &Path) -> Vec<PathBuf> {
             d.extend(&parts);
             d
         })
+        .collect()
+}
+
+/// The container's cgroup directory in every hierarchy where it exists.
+pub fn dirs(cgroup_path: &Path) -> Vec<PathBuf> {
+    paths(cgroup_path)
+        .into_iter()
         .filter(|d| d.is_dir())
         .collect()
 }

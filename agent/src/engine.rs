@@ -2,12 +2,12 @@
 //! method per protocol request. youki's libcontainer does the container setup; each
 //! libcontainer call runs in a forked helper (see [`crate::helper`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use hull_protocol::{
@@ -60,6 +60,16 @@ struct Inner {
     cfg: EngineConfig,
     containers: Mutex<HashMap<String, Arc<Container>>>,
 }
+
+/// Cgroup directories any container of this process created (parents shared by
+/// several containers included): removed once empty, whoever created them. Global
+/// because cgroups are: engines in one process share parents.
+static OWNED_CGROUP_DIRS: LazyLock<Mutex<HashSet<PathBuf>>> =
+    LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// Creates hold it shared, removal of cgroup dirs exclusively, so that a parent is
+/// never removed between its creation and its child's.
+static CGROUP_RW: RwLock<()> = RwLock::new(());
 
 struct Container {
     id: String,
@@ -355,11 +365,14 @@ impl Engine {
             };
             return Err(err(kind, format!("container {id}: {}: {e}", own.display())));
         }
-        match self.create_in(&own, req) {
+        let guard = CGROUP_RW.read().unwrap_or_else(|e| e.into_inner());
+        let res = self.create_in(&own, req);
+        drop(guard);
+        match res {
             Ok(pid) => Ok(pid),
             Err(e) => {
                 if let Ok(rec) = read_record(&own) {
-                    cgroups::remove_dirs(&rec.created_cgroup_dirs);
+                    self.release_cgroups(&rec);
                 }
                 let _ = std::fs::remove_dir_all(&own);
                 Err(e)
@@ -429,6 +442,7 @@ impl Engine {
             created_cgroup_dirs: cgroups::missing_dirs(&cgroup_path),
             cgroup_path,
         };
+        lock(&OWNED_CGROUP_DIRS).extend(record.created_cgroup_dirs.iter().cloned());
         write_json(&own.join("record.json"), &record)?;
         // libcontainer reads the spec from `<bundle>/config.json`: our own dir is the
         // bundle it sees, with the rootfs made absolute.
@@ -928,7 +942,7 @@ impl Engine {
             }
         }
         let res = self.lc_delete(id);
-        cgroups::remove_dirs(&c.record.created_cgroup_dirs);
+        self.release_cgroups(&c.record);
         let _ = std::fs::remove_dir_all(self.own_dir(id));
         lock(&self.inner.containers).remove(id);
         reaper::global().unwatch(c.init.pid);
@@ -936,6 +950,23 @@ impl Engine {
             reaper::global().unwatch(p.pid);
         }
         res
+    }
+
+    /// Removes the cgroup dirs the container's create added, and parents that another
+    /// container of this process added and left because this one still used them.
+    fn release_cgroups(&self, rec: &Record) {
+        let _g = CGROUP_RW.write().unwrap_or_else(|e| e.into_inner());
+        let mine = cgroups::paths(&rec.cgroup_path);
+        let mut owned = lock(&OWNED_CGROUP_DIRS);
+        let mut dirs: Vec<PathBuf> = rec.created_cgroup_dirs.clone();
+        dirs.extend(
+            owned
+                .iter()
+                .filter(|d| mine.iter().any(|m| m.starts_with(d)))
+                .cloned(),
+        );
+        cgroups::remove_dirs(&dirs);
+        owned.retain(|d| d.exists());
     }
 
     /// libcontainer's delete of a stopped container: its cgroup and state dir.

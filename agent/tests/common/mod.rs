@@ -14,7 +14,7 @@ pub const BUSYBOX: &str = "/usr/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "hostname", "sleep", "ls", "head", "dd", "yes", "true", "false", "kill",
     "id", "env", "wc", "grep", "seq", "tr", "readlink", "stat", "touch", "mkdir", "ps", "mount",
-    "nproc", "printf", "test", "[", "rm", "uname", "tail",
+    "nproc", "printf", "test", "[", "rm", "uname", "tail", "stty", "tty",
 ];
 
 /// Skips the test (returns None) where it cannot run: not root, or no busybox.
