@@ -559,7 +559,12 @@ impl Engine {
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(err(ErrorKind::InvalidSpec, "process.args: empty"));
         }
-        let rootfs = self.rootfs_of(&id);
+        let spec = self.spec_of(&id);
+        let rootfs = spec
+            .as_ref()
+            .and_then(|s| s.root().as_ref().map(|r| r.path().clone()))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let seccomp = spec.and_then(|s| s.linux().as_ref().and_then(|l| l.seccomp().clone()));
         ensure_home(&mut process, &rootfs);
         let terminal = process.terminal().unwrap_or(false);
         let own = self.own_dir(&id);
@@ -580,7 +585,10 @@ impl Engine {
         let cid = id.clone();
         let pf = pfile.clone();
         let res = helper::run("exec", &keep, move || {
-            let b = base_builder(&cid, &state_root, child)?;
+            let mut b = base_builder(&cid, &state_root, child)?;
+            if let Some(seccomp) = seccomp {
+                b = b.with_executor(crate::seccomp::SeccompExecutor::new(seccomp));
+            }
             let pid = b
                 .as_tenant()
                 .with_process(Some(&pf))
@@ -609,12 +617,10 @@ impl Engine {
         Ok(pid)
     }
 
-    fn rootfs_of(&self, id: &str) -> PathBuf {
+    fn spec_of(&self, id: &str) -> Option<Spec> {
         std::fs::read(self.own_dir(id).join("config.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Spec>(&b).ok())
-            .and_then(|s| s.root().as_ref().map(|r| r.path().clone()))
-            .unwrap_or_else(|| PathBuf::from("/"))
     }
 
     /// Sends a signal to init, to one exec'd process, or (`all`) to every process in

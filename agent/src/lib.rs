@@ -8,6 +8,7 @@ pub mod host;
 pub mod init;
 pub mod logging;
 pub mod reaper;
+pub(crate) mod seccomp;
 pub mod selftest;
 pub mod server;
 pub(crate) mod stdio;

@@ -495,10 +495,32 @@ fn seccomp_blocks_a_syscall_with_the_spec_errno() {
             .unwrap(),
     ));
     s.set_linux(Some(l));
-    let (st, out, err) = run(&e, &b, &id, s);
+    let (st, out, err) = run(&e, &b, &id, s.clone());
     assert_eq!(st, ExitStatus::Code(0));
     assert_eq!(out, "rc=1\ntouched\n");
     assert!(err.contains("Invalid cross-device link"), "{err}");
+
+    // Exec'd processes are filtered too.
+    let id = uid("seccomp");
+    s.set_process(Some({
+        let mut p = s.process().clone().unwrap();
+        p.set_args(Some(vec!["sleep".into(), "60".into()]));
+        p
+    }));
+    e.create(create_req(&id, &b, s, StdioMode::Null)).unwrap();
+    e.start(&id).unwrap();
+    e.exec(exec_req(&id, "m", &["mkdir", "/tmp/z"], StdioMode::Streams))
+        .unwrap();
+    e.close_stdin(&id, Some("m")).unwrap();
+    let err = read_stream(&e, &id, Some("m"), StreamKind::Stderr);
+    assert_eq!(e.wait(&id, Some("m")).unwrap(), ExitStatus::Code(1));
+    assert!(String::from_utf8_lossy(&err).contains("Invalid cross-device link"));
+    // Also without no_new_privileges and without CAP_SYS_ADMIN.
+    let mut req = exec_req(&id, "m2", &["mkdir", "/tmp/z"], StdioMode::Null);
+    req.process.set_no_new_privileges(Some(false));
+    e.exec(req).unwrap();
+    assert_eq!(e.wait(&id, Some("m2")).unwrap(), ExitStatus::Code(1));
+    e.delete(&id, true).unwrap();
 }
 
 #[test]
@@ -570,4 +592,64 @@ fn process_settings_and_mount_namespace_are_applied() {
     assert!(!rootfs.join("tmp/inside").exists());
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!host_mounts.contains(rootfs.to_str().unwrap()));
+}
+
+#[test]
+fn console_socket_receives_the_pty_master() {
+    if !can_run() {
+        return;
+    }
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (e, state) = engine();
+    let b = Bundle::new();
+    let id = uid("console");
+    let sock = state.path().join("console-client.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut s = spec(&id, &["sh", "-c", "echo via-console"]);
+    let mut p = s.process().clone().unwrap();
+    p.set_terminal(Some(true));
+    s.set_process(Some(p));
+    let mode = StdioMode::ConsoleSocket(sock.to_string_lossy().into());
+    e.create(create_req(&id, &b, s, mode)).unwrap();
+    let (conn, _) = l.accept().unwrap();
+    let mut buf = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let fd = msg
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            nix::sys::socket::ControlMessageOwned::ScmRights(f) => f.first().copied(),
+            _ => None,
+        })
+        .expect("no pty master");
+    // SAFETY: SCM_RIGHTS gave us this fd.
+    let mut master = unsafe { std::fs::File::from_raw_fd(fd) };
+    e.start(&id).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while let Ok(n) = master.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&out), "via-console\r\n");
+    assert_eq!(e.wait(&id, None).unwrap(), ExitStatus::Code(0));
+    e.delete(&id, false).unwrap();
+    // A console socket without a terminal is refused, naming the problem.
+    let id = uid("console");
+    let mode = StdioMode::ConsoleSocket(sock.to_string_lossy().into());
+    let err = e
+        .create(create_req(&id, &b, spec(&id, &["true"]), mode))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidRequest);
+    assert!(err.message.contains("terminal"), "{}", err.message);
 }
