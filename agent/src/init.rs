@@ -72,6 +72,7 @@ pub fn main() -> ! {
 
 /// Mounts, stdio, cgroup controllers, loopback, hostname, clock; each step best effort.
 pub fn setup() {
+    leave_initramfs();
     mount_all();
     fix_stdio();
     crate::reaper::global();
@@ -95,6 +96,39 @@ pub fn setup() {
             }
             Err(_) => log::warn!("{CLOCK_ARG}={c:?} is not a number of seconds"),
         }
+    }
+}
+
+/// pivot_root(2) refuses to run when the caller's root is the initial rootfs (no
+/// parent mount), so no container could start from an initramfs. Moving a bind mount
+/// of the rootfs over / and chrooting into it gives the root a parent, with no copy.
+fn leave_initramfs() {
+    const RAMFS_MAGIC: i64 = 0x858458f6;
+    const TMPFS_MAGIC: i64 = 0x01021994;
+    let Ok(st) = nix::sys::statfs::statfs("/") else {
+        return;
+    };
+    let magic = st.filesystem_type().0 as i64;
+    if magic != RAMFS_MAGIC && magic != TMPFS_MAGIC {
+        return;
+    }
+    let step = || -> nix::Result<()> {
+        let new = "/.hull-root";
+        let _ = std::fs::create_dir(new);
+        mount(
+            Some("/"),
+            new,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )?;
+        nix::unistd::chdir(new)?;
+        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
+        nix::unistd::chroot(".")?;
+        nix::unistd::chdir("/")
+    };
+    if let Err(e) = step() {
+        log::warn!("moving off the initramfs root: {e} (containers need no_pivot)");
     }
 }
 
