@@ -103,13 +103,13 @@ pub fn setup() {
 /// parent mount), so no container could start from an initramfs. Moving a bind mount
 /// of the rootfs over / and chrooting into it gives the root a parent, with no copy.
 fn leave_initramfs() {
-    const RAMFS_MAGIC: i64 = 0x858458f6;
-    const TMPFS_MAGIC: i64 = 0x01021994;
-    let Ok(st) = nix::sys::statfs::statfs("/") else {
+    use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+    // linux/magic.h; not in libc or nix.
+    const RAMFS_MAGIC: FsType = FsType(0x858458f6);
+    let Ok(st) = statfs("/") else {
         return;
     };
-    let magic = st.filesystem_type().0 as i64;
-    if magic != RAMFS_MAGIC && magic != TMPFS_MAGIC {
+    if st.filesystem_type() != RAMFS_MAGIC && st.filesystem_type() != TMPFS_MAGIC {
         return;
     }
     let step = || -> nix::Result<()> {
