@@ -38,6 +38,7 @@ pub struct SupervisorOptions {
 /// This process becomes a child subreaper and reaps all its children (see
 /// [`crate::reaper`]): do not wait for other children of this process.
 pub fn run_supervisor(opts: SupervisorOptions) -> Result<ExitStatus, AgentError> {
+    crate::logging::init_libcontainer_errors();
     let engine = Engine::new(EngineConfig {
         state_root: opts.state_root.clone(),
         ..Default::default()

@@ -25,3 +25,50 @@ pub fn init(level: LevelFilter) {
         log::set_max_level(level);
     }
 }
+
+/// libcontainer explains failures (which syscall, which path) only in `tracing`
+/// error events; this prints them to stderr. In a container's init process that has
+/// already set up its stdio, they go to the container's stderr, as runc's do.
+struct TracingErrors;
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        if f.name() == "message" {
+            let _ = write!(self.0, "{v:?}");
+        } else {
+            let _ = write!(self.0, " {}={v:?}", f.name());
+        }
+    }
+}
+
+impl tracing::Subscriber for TracingErrors {
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        *m.level() == tracing::Level::ERROR
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, e: &tracing::Event<'_>) {
+        let mut f = Fields(String::new());
+        e.record(&mut f);
+        eprintln!("hull-agent libcontainer error: {}", f.0);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Routes libcontainer's error events to stderr (once; later calls do nothing).
+pub fn init_libcontainer_errors() {
+    let _ = tracing::subscriber::set_global_default(TracingErrors);
+}

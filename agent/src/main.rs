@@ -14,6 +14,7 @@ fn main() {
         std::process::exit(hull_agent::selftest::payload());
     }
     hull_agent::logging::init(log::LevelFilter::Info);
+    hull_agent::logging::init_libcontainer_errors();
     if hull_agent::init::is_pid1() {
         hull_agent::init::main();
     }

@@ -15,6 +15,7 @@ use hull_protocol::{
 };
 
 fn start_server() -> (PathBuf, tempfile::TempDir) {
+    hull_agent::logging::init_libcontainer_errors();
     let (e, state) = engine();
     let sock = state.path().join("agent.sock");
     let l = UnixListener::bind(&sock).unwrap();
