@@ -53,8 +53,10 @@ pub fn supervise(g: &GlobalOpts, args: &Supervise) -> i32 {
 
 /// hull-agent's host-side engine: serves `socket` until the container's init exits.
 fn run_engine(socket: &Path, id: &str, state_root: &Path) -> Result<ExitStatus> {
-    let _ = (socket, id, state_root);
-    Err(Error::Sandbox(
-        "the host-side agent engine (hull_agent::host) is not available yet".into(),
-    ))
+    hull_agent::host::run_supervisor(hull_agent::host::SupervisorOptions {
+        socket: socket.to_path_buf(),
+        id: id.to_string(),
+        state_root: state_root.to_path_buf(),
+    })
+    .map_err(|e| Error::Sandbox(e.to_string()))
 }

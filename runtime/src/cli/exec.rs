@@ -78,7 +78,7 @@ pub fn exec(g: &GlobalOpts, args: &Exec) -> Result<i32> {
     let store = g.store();
     let c = Container::load(&store, &args.container_id)?;
     match c.status {
-        Status::Created | Status::Running => {}
+        Status::Running => {}
         Status::Paused if args.ignore_paused => {}
         Status::Paused => {
             return Err(Error::InvalidState(format!(

@@ -135,8 +135,12 @@ impl Sandbox for OsSandbox {
     }
 }
 
-/// hull-agent's host-side cleanup of a stopped or crashed container.
+/// hull-agent's host-side cleanup of a stopped or crashed container: its processes,
+/// cgroups and libcontainer state.
 fn cleanup(agent_root: &Path, id: &str) -> Result<()> {
-    let _ = (agent_root, id);
-    Ok(())
+    if !agent_root.exists() {
+        return Ok(());
+    }
+    hull_agent::host::cleanup(agent_root, id)
+        .map_err(|e| Error::Sandbox(format!("container \"{id}\": {e}")))
 }
