@@ -50,15 +50,12 @@ pub fn run_supervisor(opts: SupervisorOptions) -> Result<ExitStatus, AgentError>
             format!("binding socket {}: {e}", opts.socket.display()),
         )
     })?;
-    let shutdown = Arc::new((Mutex::new(false), Condvar::new()));
-    let flag = shutdown.clone();
+    let events = Arc::new(Events::default());
+    let ev = events.clone();
     let server = Server::new(
         engine.clone(),
         ServerOptions {
-            on_shutdown: Some(Arc::new(move || {
-                *flag.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                flag.1.notify_all();
-            })),
+            on_shutdown: Some(Arc::new(move || ev.set(|e| e.shutdown = true))),
             shutdown_when_empty: false,
         },
     );
@@ -68,27 +65,75 @@ pub fn run_supervisor(opts: SupervisorOptions) -> Result<ExitStatus, AgentError>
         .spawn(move || srv.serve(&listener))
         .map_err(|e| AgentError::new(ErrorKind::Runtime, format!("serve thread: {e}")))?;
 
+    let mut waiting = false;
     let result = loop {
-        if let Ok(st) = engine.state(&opts.id) {
-            if let Some(exit) = st.exit {
-                engine.wait_streams(&opts.id, DRAIN_TIMEOUT);
-                break Ok(exit);
-            }
+        // Until the container exists, look for it now and then; afterwards a thread
+        // blocks in Engine::wait and reports the exit.
+        if !waiting && engine.state(&opts.id).is_ok() {
+            waiting = true;
+            let (eng, id, ev) = (engine.clone(), opts.id.clone(), events.clone());
+            std::thread::Builder::new()
+                .name("hull-wait".into())
+                .spawn(move || {
+                    let r = eng.wait(&id, None);
+                    ev.set(|e| e.exit = Some(r));
+                })
+                .map_err(|e| AgentError::new(ErrorKind::Runtime, format!("wait thread: {e}")))?;
         }
-        let g = shutdown.0.lock().unwrap_or_else(|e| e.into_inner());
-        if *g {
-            drop(g);
+        let st = events.wait(if waiting {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(5)
+        });
+        if let Some(r) = st.exit {
+            if r.is_ok() {
+                engine.wait_streams(&opts.id, DRAIN_TIMEOUT);
+            }
+            break r;
+        }
+        if st.shutdown {
             let _ = engine.delete(&opts.id, true);
             break Err(AgentError::new(
                 ErrorKind::InvalidState,
                 format!("supervisor shut down before container {} exited", opts.id),
             ));
         }
-        // Exits are noticed within this interval; the reaper records them at once.
-        let _ = shutdown.1.wait_timeout(g, Duration::from_millis(5));
     };
     let _ = std::fs::remove_file(&opts.socket);
     result
+}
+
+/// What the supervisor's main thread waits for.
+#[derive(Default, Clone)]
+struct Seen {
+    shutdown: bool,
+    exit: Option<Result<ExitStatus, AgentError>>,
+}
+
+#[derive(Default)]
+struct Events {
+    seen: Mutex<Seen>,
+    cond: Condvar,
+}
+
+impl Events {
+    fn set(&self, f: impl FnOnce(&mut Seen)) {
+        f(&mut self.seen.lock().unwrap_or_else(|e| e.into_inner()));
+        self.cond.notify_all();
+    }
+
+    /// The current state after at most `timeout` (sooner when something happens).
+    fn wait(&self, timeout: Duration) -> Seen {
+        let g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if g.shutdown || g.exit.is_some() {
+            return g.clone();
+        }
+        let (g, _) = self
+            .cond
+            .wait_timeout(g, timeout)
+            .unwrap_or_else(|e| e.into_inner());
+        g.clone()
+    }
 }
 
 /// Removes what a stopped or crashed container left behind, without a supervisor:

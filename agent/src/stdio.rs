@@ -64,7 +64,7 @@ pub(crate) fn prepare(
     match mode {
         StdioMode::Streams if terminal => {
             let _ = std::fs::remove_file(console_path);
-            let l = UnixListener::bind(console_path)
+            let l = bind_long(console_path)
                 .map_err(|e| io_err(&format!("console socket {}", console_path.display()), e))?;
             child.console_socket = Some(console_path.to_path_buf());
             agent.console = Some((l, console_path.to_path_buf()));
@@ -112,6 +112,28 @@ pub(crate) fn prepare(
         }
     }
     Ok((child, agent))
+}
+
+/// Binds a Unix socket at a path longer than sun_path allows (state dirs named by
+/// 64-character container ids are): through /proc/self/fd of its directory.
+fn bind_long(path: &Path) -> std::io::Result<UnixListener> {
+    if path.as_os_str().len() < 100 {
+        return UnixListener::bind(path);
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return UnixListener::bind(path);
+    };
+    let dirfd = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: open returned a new fd that nothing else owns.
+    let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
+    let short = Path::new("/proc/self/fd")
+        .join(dirfd.as_raw_fd().to_string())
+        .join(name);
+    UnixListener::bind(short)
 }
 
 /// Takes the pty master that libcontainer sent to our console socket.

@@ -653,3 +653,43 @@ fn console_socket_receives_the_pty_master() {
     assert_eq!(err.kind, ErrorKind::InvalidRequest);
     assert!(err.message.contains("terminal"), "{}", err.message);
 }
+
+#[test]
+fn long_ids_and_deep_state_dirs_work_with_a_terminal() {
+    if !can_run() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let deep = state
+        .path()
+        .join("a-fairly-long-runtime-root-directory/k8s.io/and-more");
+    let e = hull_agent::engine::Engine::new(hull_agent::engine::EngineConfig {
+        state_root: deep,
+        ..Default::default()
+    })
+    .unwrap();
+    let b = Bundle::new();
+    let id = format!("{:0>64}", uid("long").replace('-', ""));
+    let mut s = spec(&id, &["sh", "-c", "echo long-ok"]);
+    let mut p = s.process().clone().unwrap();
+    p.set_terminal(Some(true));
+    s.set_process(Some(p));
+    e.create(create_req(&id, &b, s, StdioMode::Streams))
+        .unwrap();
+    let a = e.attach(&id, None, StreamKind::Terminal).unwrap();
+    e.start(&id).unwrap();
+    let StreamEndpoint::Terminal(pty) = a.endpoint else {
+        panic!()
+    };
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = (&*pty).read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&out), "long-ok\r\n");
+    assert_eq!(e.wait(&id, None).unwrap(), ExitStatus::Code(0));
+    e.delete(&id, false).unwrap();
+}

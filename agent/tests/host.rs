@@ -101,3 +101,38 @@ fn cleanup_kills_a_container_whose_supervisor_is_gone() {
         "cgroups left behind"
     );
 }
+
+#[test]
+fn shutdown_before_exit_kills_the_container_and_reports_it() {
+    if !can_run() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let b = Bundle::new();
+    let id = uid("supdown");
+    let sock = state.path().join("sup.sock");
+    let opts = SupervisorOptions {
+        socket: sock.clone(),
+        id: id.clone(),
+        state_root: state.path().to_path_buf(),
+    };
+    let sup = std::thread::spawn(move || run_supervisor(opts));
+    let mut c = connect(&sock);
+    c.call(&Request::Create(Box::new(create_req(
+        &id,
+        &b,
+        spec(&id, &["sleep", "60"]),
+        StdioMode::Null,
+    ))))
+    .unwrap();
+    c.call(&Request::Start { id: id.clone() }).unwrap();
+    c.call(&Request::Shutdown).unwrap();
+    let err = sup.join().unwrap().unwrap_err();
+    assert_eq!(err.kind, hull_protocol::ErrorKind::InvalidState);
+    assert!(err.message.contains(&id), "{err}");
+    let cg = PathBuf::from(format!("/hull-test-{}/{id}", std::process::id()));
+    assert!(
+        hull_agent::cgroups::dirs(&cg).is_empty(),
+        "cgroups left behind"
+    );
+}
