@@ -36,7 +36,9 @@ pub struct SupervisorOptions {
 /// end this process.
 ///
 /// This process becomes a child subreaper and reaps all its children (see
-/// [`crate::reaper`]): do not wait for other children of this process.
+/// [`crate::reaper`]): do not wait for other children of this process. libcontainer's
+/// error details are sent to the `log` crate (nothing is written to stderr, which
+/// belongs to the container in Inherit mode).
 pub fn run_supervisor(opts: SupervisorOptions) -> Result<ExitStatus, AgentError> {
     crate::logging::init_libcontainer_errors();
     let engine = Engine::new(EngineConfig {

@@ -27,8 +27,8 @@ pub fn init(level: LevelFilter) {
 }
 
 /// libcontainer explains failures (which syscall, which path) only in `tracing`
-/// error events; this prints them to stderr. In a container's init process that has
-/// already set up its stdio, they go to the container's stderr, as runc's do.
+/// error events; this forwards them to the `log` crate, i.e. to whatever logger the
+/// process installed (the agent binary's writes to stderr).
 struct TracingErrors;
 
 struct Fields(String);
@@ -60,7 +60,7 @@ impl tracing::Subscriber for TracingErrors {
     fn event(&self, e: &tracing::Event<'_>) {
         let mut f = Fields(String::new());
         e.record(&mut f);
-        eprintln!("hull-agent libcontainer error: {}", f.0);
+        log::error!("libcontainer: {}", f.0);
     }
 
     fn enter(&self, _: &tracing::span::Id) {}
@@ -68,7 +68,7 @@ impl tracing::Subscriber for TracingErrors {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-/// Routes libcontainer's error events to stderr (once; later calls do nothing).
+/// Routes libcontainer's error events to `log` (once; later calls do nothing).
 pub fn init_libcontainer_errors() {
     let _ = tracing::subscriber::set_global_default(TracingErrors);
 }
