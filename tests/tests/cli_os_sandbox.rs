@@ -746,6 +746,186 @@ fn unknown_and_invalid_ids(sb: Sandbox) {
     h.assert_gone(&id, &[], None);
 }
 
+fn run_detached_and_forwarded_signals(sb: Sandbox) {
+    let Some(h) = Hull::new(sb) else { return };
+    // --detach: returns at once, the container keeps running.
+    let id = unique("detach");
+    let b = h.bundle(&["sleep", "1000"]);
+    let pid_file = h.root().join("d.pid");
+    h.ok(&[
+        "run",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(h.status(&id), "running");
+    let sup: i32 = fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert!(alive(sup));
+    h.ok(&["delete", "--force", &id]);
+    h.assert_gone(&id, &[sup], None);
+
+    // A foreground run passes the signals it gets on to the container.
+    let id = unique("fwd");
+    let b = h.bundle(&[
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; while :; do sleep 0.05; done",
+    ]);
+    let mut run = h
+        .cmd(&["run", "--bundle", b.path().to_str().unwrap(), &id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.run(&["state", &id]).stdout.is_empty() || h.status(&id) != "running" {
+        assert!(Instant::now() < deadline, "container never ran");
+        sleep(Duration::from_millis(20));
+    }
+    // Let the shell install its trap.
+    sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(wait_child(&mut run).code(), Some(7));
+    h.assert_gone(&id, &[], None);
+}
+
+/// Receives the pty master a runtime sends to a console socket.
+fn receive_pty(l: &std::os::unix::net::UnixListener) -> File {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (conn, _) = l.accept().unwrap();
+    let mut buf = [0u8; 1024];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the fd was just received and is owned by nobody else.
+            return unsafe { File::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no fd on the console socket");
+}
+
+/// Reads from a pty master until `want` shows up (or EIO/EOF).
+fn read_pty_until(f: &mut File, want: &str) -> String {
+    use std::io::Read;
+    let mut got = String::new();
+    let mut buf = [0u8; 1024];
+    while !got.contains(want) {
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    got
+}
+
+fn terminals(sb: Sandbox) {
+    let Some(h) = Hull::new(sb) else { return };
+    let id = unique("tty");
+    let mut b = h.bundle(&["sh", "-c", "tty; read x; echo \"read $x\"; sleep 1000"]);
+    b.process()["terminal"] = true.into();
+    b.save();
+    // Without a console socket a detached container cannot get a terminal.
+    let err = h.fails(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("console-socket"), "{err}");
+    assert!(!h.root().join(&id).exists());
+
+    let sock = h.root().join("console.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    h.ok(&[
+        "create",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let mut master = receive_pty(&l);
+    h.ok(&["start", &id]);
+    let out = read_pty_until(&mut master, "/dev/pts/");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    master.write_all(b"typed\n").unwrap();
+    let out = read_pty_until(&mut master, "read typed");
+    assert!(out.contains("read typed"), "{out:?}");
+
+    // exec --tty: the process gets a pty, relayed through hull's stdio.
+    let out = h.run(&["exec", "--tty", &id, "sh", "-c", "tty; exit 3"]);
+    assert_eq!(code(&out), 3, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("/dev/pts/"),
+        "{}",
+        text(&out.stdout)
+    );
+    // exec --console-socket: the pty master goes to the socket.
+    let done = h.root().join("exec-done");
+    let mut exec = h
+        .cmd(&[
+            "exec",
+            "--console-socket",
+            sock.to_str().unwrap(),
+            &id,
+            "sh",
+            "-c",
+            "echo in-exec; tty",
+        ])
+        .stdin(Stdio::null())
+        .stdout(File::create(&done).unwrap())
+        .spawn()
+        .unwrap();
+    let mut m = receive_pty(&l);
+    let out = read_pty_until(&mut m, "/dev/pts/");
+    assert!(out.contains("in-exec"), "{out:?}");
+    assert_eq!(wait_child(&mut exec).code(), Some(0));
+    h.ok(&["delete", "--force", &id]);
+    h.assert_gone(&id, &[], None);
+}
+
+fn preserve_fds(sb: Sandbox) {
+    let Some(h) = Hull::new(sb) else { return };
+    let id = unique("fds");
+    let b = h.bundle(&["sh", "-c", "echo via-fd-3 >&3"]);
+    let shared = h.root().join("fd3.txt");
+    // The shell opens fd 3 (without close-on-exec) and execs hull with it.
+    let hull = h.cmd(&[
+        "run",
+        "--preserve-fds",
+        "1",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("f=$1; shift; exec \"$@\" 3>\"$f\"")
+        .arg("sh")
+        .arg(&shared)
+        .arg(hull.get_program())
+        .args(hull.get_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(wait_child(&mut child).code(), Some(0));
+    assert_eq!(fs::read_to_string(&shared).unwrap(), "via-fd-3\n");
+}
+
 macro_rules! sandbox_tests {
     ($sandbox:ident: $($case:ident),* $(,)?) => {
         #[allow(non_snake_case)]
@@ -774,6 +954,9 @@ sandbox_tests!(Os:
     two_containers_and_list,
     bad_bundles_leave_nothing,
     unknown_and_invalid_ids,
+    run_detached_and_forwarded_signals,
+    terminals,
+    preserve_fds,
 );
 
 // Sandbox-independent commands.
