@@ -712,6 +712,47 @@ fn bad_bundles_leave_nothing(sb: Sandbox) {
     }
 }
 
+fn failures_late_in_create_leave_nothing(sb: Sandbox) {
+    let Some(h) = Hull::new(sb) else { return };
+    // The pid file cannot be written: the container was already created, and must go.
+    let id = unique("pidfile");
+    let cg = format!("/{}/{id}", unique("hull-e2e"));
+    let mut b = h.bundle(&["sleep", "1000"]);
+    b.set_cgroups_path(&cg);
+    let err = h.fails(&[
+        "create",
+        "--pid-file",
+        "/nonexistent-dir/x.pid",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(err.contains("x.pid"), "{err}");
+    assert!(!h.root().join(&id).exists());
+    assert!(supervisors_of(h.root()).is_empty());
+    for dir in cgroup_dirs(&cg) {
+        assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+    }
+    // The console socket is not there: the agent fails to hand over the pty.
+    let id = unique("nosock");
+    b.process()["terminal"] = true.into();
+    b.save();
+    let sock = h.root().join("missing.sock");
+    h.fails(&[
+        "create",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(!h.root().join(&id).exists());
+    assert!(supervisors_of(h.root()).is_empty());
+    for dir in cgroup_dirs(&cg) {
+        assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+    }
+}
+
 fn unknown_and_invalid_ids(sb: Sandbox) {
     let Some(h) = Hull::new(sb) else { return };
     for cmd in [
@@ -957,6 +998,7 @@ sandbox_tests!(Os:
     run_detached_and_forwarded_signals,
     terminals,
     preserve_fds,
+    failures_late_in_create_leave_nothing,
 );
 
 // Sandbox-independent commands.
