@@ -753,6 +753,34 @@ fn failures_late_in_create_leave_nothing(sb: Sandbox) {
     }
 }
 
+fn concurrent_short_runs(sb: Sandbox) {
+    let Some(h) = Hull::new(sb) else { return };
+    // Short-lived containers racing each other: each run reports its own status,
+    // even when the container (and its supervisor) is gone before `start` returns.
+    let b = h.bundle(&["sh", "-c", "exit 9"]);
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (h, b) = (&h, &b);
+                s.spawn(move || {
+                    h.run(&[
+                        "run",
+                        "--bundle",
+                        b.path().to_str().unwrap(),
+                        &unique("race"),
+                    ])
+                })
+            })
+            .collect();
+        handles.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for out in &outs {
+        assert_eq!(code(out), 9, "{}", text(&out.stderr));
+    }
+    assert!(h.ok(&["list", "-q"]).is_empty());
+    assert!(supervisors_of(h.root()).is_empty());
+}
+
 fn unknown_and_invalid_ids(sb: Sandbox) {
     let Some(h) = Hull::new(sb) else { return };
     for cmd in [
@@ -960,10 +988,12 @@ fn preserve_fds(sb: Sandbox) {
         .args(hull.get_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(File::create(h.root().join("fds.err")).unwrap())
         .spawn()
         .unwrap();
-    assert_eq!(wait_child(&mut child).code(), Some(0));
+    let st = wait_child(&mut child);
+    let err = fs::read_to_string(h.root().join("fds.err")).unwrap();
+    assert_eq!(st.code(), Some(0), "{err}");
     assert_eq!(fs::read_to_string(&shared).unwrap(), "via-fd-3\n");
 }
 
@@ -999,6 +1029,7 @@ sandbox_tests!(Os:
     terminals,
     preserve_fds,
     failures_late_in_create_leave_nothing,
+    concurrent_short_runs,
 );
 
 // Sandbox-independent commands.

@@ -134,7 +134,27 @@ pub fn create(g: &GlobalOpts, args: &Create) -> Result<Created> {
         no_pivot: args.no_pivot,
         preserve_fds: args.preserve_fds,
     }));
-    let agent_pid = match client.call(&req).map_err(Error::agent(id))? {
+    let resp = match client.call(&req) {
+        Ok(r) => r,
+        Err(e) => {
+            let mut msg = format!("container \"{id}\": create: {e}");
+            // Say why when the host process went away under us.
+            if let Some(child) = guard.child.as_mut() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                if let Ok(Some(st)) = child.try_wait() {
+                    msg.push_str(&format!(" (its host process exited: {st}"));
+                    if let Ok(why) =
+                        std::fs::read_to_string(dir.join(crate::supervisor::ERROR_FILE))
+                    {
+                        msg.push_str(&format!(": {why}"));
+                    }
+                    msg.push(')');
+                }
+            }
+            return Err(Error::Sandbox(msg));
+        }
+    };
+    let agent_pid = match resp {
         Response::Created { pid } => pid,
         other => return Err(unexpected(id, other)),
     };

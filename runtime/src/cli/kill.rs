@@ -20,15 +20,20 @@ pub struct Kill {
 
 pub fn kill(g: &GlobalOpts, args: &Kill) -> Result<()> {
     let sig = signal::parse(&args.signal)?;
-    let c = Container::load(&g.store(), &args.container_id)?;
+    let store = g.store();
+    let c = Container::load(&store, &args.container_id)?;
     c.require(
         &[Status::Created, Status::Running, Status::Paused],
         "signal",
     )?;
-    c.call_ok(&Request::Signal {
-        id: c.id().to_string(),
-        exec_id: None,
-        signal: sig,
-        all: args.all,
-    })
+    // The signal may end the container, and its supervisor, before the reply.
+    c.call_ok_or_exited(
+        &store,
+        &Request::Signal {
+            id: c.id().to_string(),
+            exec_id: None,
+            signal: sig,
+            all: args.all,
+        },
+    )
 }

@@ -179,6 +179,21 @@ impl Container {
         }
     }
 
+    /// Like `call_ok`, but a connection lost because the container exited (and its
+    /// host process with it) counts as success: the request did its job.
+    pub fn call_ok_or_exited(&self, store: &Store, req: &Request) -> Result<()> {
+        match self.call_ok(req) {
+            Err(Error::Agent { source, .. })
+                if !matches!(source, hull_protocol::ClientError::Agent(_))
+                    && self.wait_host_exit(Duration::from_secs(2))
+                    && store.read_exit(&self.rec.id).is_some() =>
+            {
+                Ok(())
+            }
+            res => res,
+        }
+    }
+
     /// Waits up to `timeout` for the host process to exit.
     pub fn wait_host_exit(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

@@ -11,11 +11,17 @@ pub struct Start {
 }
 
 pub fn start(g: &GlobalOpts, args: &Start) -> Result<()> {
-    let c = Container::load(&g.store(), &args.container_id)?;
+    let store = g.store();
+    let c = Container::load(&store, &args.container_id)?;
     match c.status {
-        Status::Created => c.call_ok(&Request::Start {
-            id: c.id().to_string(),
-        }),
+        // A short-lived process can exit, and its supervisor with it, before the reply
+        // is written: it did start.
+        Status::Created => c.call_ok_or_exited(
+            &store,
+            &Request::Start {
+                id: c.id().to_string(),
+            },
+        ),
         Status::Stopped => Err(Error::InvalidState(format!(
             "cannot start container \"{}\": it has stopped",
             c.id()
