@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the guest initramfs (/init = static hull-agent, plus the self-test rootfs)
+# Builds the guest initramfs (/init = static hull-agent)
 # through the content-keyed cache and installs it as
 # ${HULL_ASSETS:-/var/lib/hull}/initramfs.img.
 #
 # usage: scripts/build-guest-image.sh
 #   env: HULL_AGENT   a static hull-agent to pack (default: scripts/build-agent-static.sh)
-#        HULL_BUSYBOX the static busybox for the self-test rootfs (default: /usr/bin/busybox)
+#        HULL_BUSYBOX a static busybox to add as /hull/busybox-rootfs (default: none)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,4 +17,7 @@ if [ -z "$agent" ]; then
 fi
 
 cd "$root"
-"${CARGO:-cargo}" run -q --release -p hull-guest-image -- build --agent "$agent" --out "$out"
+extra=()
+[ -n "${HULL_BUSYBOX:-}" ] && extra=(--busybox "$HULL_BUSYBOX")
+"${CARGO:-cargo}" run -q --release -p hull-guest-image -- \
+  build --agent "$agent" --out "$out" "${extra[@]}"

@@ -1,6 +1,7 @@
 //! Builds hull's guest initramfs: a newc cpio whose `/init` is the static hull-agent,
-//! with the mount points PID 1 needs, `/dev/console`, and a tiny busybox rootfs that
-//! the agent's self-test (`hull.selftest=1`) runs one container from.
+//! with the mount points PID 1 needs and `/dev/console`. The agent's self-test
+//! (`hull.selftest=1`) builds its container's rootfs from `/init` itself; a busybox
+//! rootfs can be added for debugging and tests that want a shell in the guest.
 //!
 //! The archive is written by [`cpio`], not by system tools, so the runtime can build
 //! it on first use. Builds are reproducible (fixed inode numbers, owners and times)
@@ -16,29 +17,29 @@ use std::path::{Path, PathBuf};
 
 pub use elf::is_static_elf;
 
-/// Where, inside the guest, the self-test container's rootfs lives: static busybox as
-/// `/bin/busybox` with `sh`, `true`, `echo`, `cat`, `ls`, `id`, `hostname`, `sleep`,
-/// `mount`, `ps` links, `/etc/passwd` and `/etc/group`.
+/// Where, inside the guest, the optional busybox rootfs lives (see
+/// [`ImageSpec::busybox`]): static busybox as `/bin/busybox` with `sh`, `true`, `echo`,
+/// `cat`, `ls`, `id`, `hostname`, `sleep`, `mount`, `ps` links, `/etc/passwd` and
+/// `/etc/group`.
 ///
-/// It sits on the initramfs, and pivot_root(2) fails with EINVAL while the caller's
-/// root is the initramfs (checked on the hull kernel): enter it with MS_MOVE + chroot
-/// (OCI "no pivot"), or move PID 1's root onto a tmpfs first (switch_root style).
-pub const SELFTEST_ROOTFS: &str = "/hull/selftest/rootfs";
+/// It sits on the initramfs: pivot_root(2) into it fails with EINVAL while the
+/// caller's root is the initramfs, unless PID 1 first moved its root (the agent does).
+pub const BUSYBOX_ROOTFS: &str = "/hull/busybox-rootfs";
 
-/// Environment variable naming the static busybox to carry as the self-test rootfs.
+/// Environment variable naming the static busybox to use for the busybox rootfs.
 pub const BUSYBOX_ENV: &str = "HULL_BUSYBOX";
 
 /// Where a static busybox is looked for when [`BUSYBOX_ENV`] is not set (Debian's
 /// busybox-static installs /usr/bin/busybox, /bin/busybox on unmerged systems).
 pub const BUSYBOX_CANDIDATES: &[&str] = &["/usr/bin/busybox", "/bin/busybox"];
 
-/// Applets linked in the self-test rootfs's /bin.
-const SELFTEST_APPLETS: &[&str] = &[
+/// Applets linked in the busybox rootfs's /bin.
+const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "true", "false", "echo", "cat", "ls", "id", "hostname", "sleep", "mount", "ps",
 ];
 
 /// Changes whenever the layout written for the same inputs changes; part of the key.
-const LAYOUT_VERSION: &str = "hull-initramfs-1";
+const LAYOUT_VERSION: &str = "hull-initramfs-2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,16 +62,17 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 pub struct ImageSpec {
     /// The static hull-agent, installed as `/init`.
     pub agent: PathBuf,
-    /// A static busybox for the self-test rootfs; none leaves the rootfs out.
+    /// A static busybox to carry as a rootfs at [`BUSYBOX_ROOTFS`]; none (the default:
+    /// it costs every guest ~2 MiB of RAM) leaves it out.
     pub busybox: Option<PathBuf>,
 }
 
 impl ImageSpec {
-    /// An image of `agent` with the static busybox found by [`find_static_busybox`].
+    /// An image of `agent` alone.
     pub fn new(agent: &Path) -> Self {
         ImageSpec {
             agent: agent.to_path_buf(),
-            busybox: find_static_busybox(),
+            busybox: None,
         }
     }
 
@@ -100,7 +102,7 @@ impl ImageSpec {
             if !is_static_elf(busybox).map_err(io_err(busybox))? {
                 return Err(Error::NotStatic(busybox.clone()));
             }
-            let root = SELFTEST_ROOTFS.trim_start_matches('/');
+            let root = BUSYBOX_ROOTFS.trim_start_matches('/');
             let mut prefix = String::new();
             for part in root.split('/') {
                 prefix.push_str(part);
@@ -112,7 +114,7 @@ impl ImageSpec {
                 w.dir(&format!("{root}/{dir}"), perm)?;
             }
             add_file(&mut w, &format!("{root}/bin/busybox"), 0o755, busybox)?;
-            for applet in SELFTEST_APPLETS {
+            for applet in BUSYBOX_APPLETS {
                 w.symlink(&format!("{root}/bin/{applet}"), "busybox")?;
             }
             w.file(
@@ -158,8 +160,7 @@ impl ImageSpec {
     }
 }
 
-/// Builds the guest initramfs for `agent_binary` into `out`, atomically, with the
-/// self-test rootfs when a static busybox is found.
+/// Builds the guest initramfs for `agent_binary` into `out`, atomically.
 pub fn build_initramfs(agent_binary: &Path, out: &Path) -> Result<()> {
     ImageSpec::new(agent_binary).build(out)
 }
@@ -270,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn image_has_init_console_and_selftest_rootfs() {
+    fn image_has_init_console_and_busybox_rootfs() {
         let dir = tempfile::tempdir().unwrap();
         let agent = fake_static_elf(dir.path(), "agent");
         let busybox = fake_static_elf(dir.path(), "busybox");
@@ -296,10 +297,18 @@ mod tests {
             (console.header.rdev_major, console.header.rdev_minor),
             (5, 1)
         );
-        for d in ["dev", "proc", "sys", "run", "tmp", "hull", "hull/selftest"] {
+        for d in [
+            "dev",
+            "proc",
+            "sys",
+            "run",
+            "tmp",
+            "hull",
+            "hull/busybox-rootfs",
+        ] {
             assert_eq!(get(d).header.mode & S_IFMT, S_IFDIR, "{d}");
         }
-        let root = SELFTEST_ROOTFS.trim_start_matches('/');
+        let root = BUSYBOX_ROOTFS.trim_start_matches('/');
         assert_eq!(
             get(&format!("{root}/bin/busybox")).header.mode,
             S_IFREG | 0o755

@@ -20,13 +20,12 @@ enum Cmd {
         /// The static hull-agent (scripts/build-agent-static.sh).
         #[arg(long)]
         agent: PathBuf,
-        /// Static busybox for the self-test rootfs (default: $HULL_BUSYBOX,
-        /// /usr/bin/busybox, /bin/busybox).
-        #[arg(long, conflicts_with = "no_busybox")]
+        /// Add a busybox rootfs at /hull/busybox-rootfs, from this static busybox.
+        #[arg(long, conflicts_with = "with_busybox")]
         busybox: Option<PathBuf>,
-        /// Leave the self-test rootfs out.
+        /// Add a busybox rootfs from $HULL_BUSYBOX, /usr/bin/busybox or /bin/busybox.
         #[arg(long)]
-        no_busybox: bool,
+        with_busybox: bool,
         /// Where to install the image, e.g. /var/lib/hull/initramfs.img.
         #[arg(long)]
         out: PathBuf,
@@ -53,18 +52,17 @@ fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Build {
             agent,
             busybox,
-            no_busybox,
+            with_busybox,
             out,
             cache_dir,
         } => {
-            let busybox = match (busybox, no_busybox) {
-                (_, true) => None,
-                (Some(b), false) => Some(b),
-                (None, false) => find_static_busybox(),
+            let busybox = match (busybox, with_busybox) {
+                (Some(b), _) => Some(b),
+                (None, true) => Some(find_static_busybox().ok_or(
+                    "--with-busybox: no static busybox (install busybox-static or set HULL_BUSYBOX)",
+                )?),
+                (None, false) => None,
             };
-            if busybox.is_none() {
-                eprintln!("hull-guest-image: no static busybox: the image has no self-test rootfs");
-            }
             let spec = ImageSpec { agent, busybox };
             let cached = spec.build_cached(&cache_dir.unwrap_or_else(default_cache_dir))?;
             install(&cached, &out)?;
