@@ -1,11 +1,16 @@
 //! The guest on its own: hull's kernel boots under QEMU TCG (which works on every host,
-//! PVM included) and has what the agent needs.
+//! PVM included), and the agent's self-test passes as PID 1.
 //!
 //! The kernel and initramfs are the installed assets (`make guest`; `make test` builds
 //! them first). A missing asset fails the test with the command that builds it.
 
-use hull_tests::guest::{busybox_initramfs, require_kernel};
+use hull_protocol::guest::{SELFTEST_ARG, SELFTEST_PASS};
+use hull_tests::guest::{
+    busybox_initramfs, hull_vmm_binary, require_initramfs, require_kernel, run_console,
+    selftest_verdict, BootOutput,
+};
 use hull_tests::qemu::QemuBoot;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// TCG on two loaded cores is slow; a healthy boot takes a few seconds.
@@ -151,4 +156,74 @@ fn kernel_has_what_the_agent_needs() {
         "{}",
         out.tail(20)
     );
+}
+
+/// Fails the test unless the console holds exactly one PASS line and the VMM ended
+/// by itself (the agent powers the guest off after the result).
+fn assert_selftest_passed(vmm: &str, out: &BootOutput) {
+    if let Err(why) = selftest_verdict(&out.console) {
+        panic!(
+            "{vmm}: {why}{}\n--- console (last 60 lines) ---\n{}",
+            if out.timed_out {
+                " (and the guest was killed at the timeout)"
+            } else {
+                ""
+            },
+            out.tail(60)
+        );
+    }
+    assert!(
+        !out.timed_out,
+        "{vmm}: the self-test passed but the guest did not power off:\n{}",
+        out.tail(20)
+    );
+    eprintln!(
+        "{vmm}: {SELFTEST_PASS} after {:?} (process exited after {:?}, /init at {:?} s guest uptime)",
+        out.marker_after.unwrap_or_default(),
+        out.elapsed,
+        init_started_at(&out.console)
+    );
+}
+
+#[test]
+fn agent_selftest_passes_under_qemu_tcg() {
+    let kernel = require_kernel();
+    let initrd = require_initramfs();
+    let out = QemuBoot::new(&kernel, &initrd)
+        .append(format!("{SELFTEST_ARG}=1"))
+        .memory_mib(512)
+        .timeout(BOOT_TIMEOUT)
+        .run_until(Some(SELFTEST_PASS))
+        .expect("run qemu-system-x86_64");
+    assert_selftest_passed("qemu (tcg)", &out);
+    assert_eq!(out.exit_code, Some(0), "qemu: {}", out.tail(20));
+}
+
+#[test]
+fn agent_selftest_passes_under_hull_vmm() {
+    if let Err(why) = hull_vmm::kvm::hardware_kvm_usable() {
+        eprintln!("SKIP agent_selftest_passes_under_hull_vmm: {why}");
+        return;
+    }
+    let kernel = require_kernel();
+    let initrd = require_initramfs();
+    let vmm = hull_vmm_binary();
+    assert!(
+        vmm.is_file(),
+        "{} is missing: build it with `cargo build -p hull-vmm`",
+        vmm.display()
+    );
+    let mut cmd = Command::new(&vmm);
+    cmd.arg("--kernel")
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .args(["--memory", "512", "--console", "stdio", "--cmdline"])
+        .arg(format!("console=ttyS0 reboot=k panic=-1 {SELFTEST_ARG}=1"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_console(cmd, Duration::from_secs(60), Some(SELFTEST_PASS)).expect("run hull-vmm");
+    assert_selftest_passed("hull-vmm", &out);
+    assert_eq!(out.exit_code, Some(0), "hull-vmm: {}", out.tail(20));
 }
