@@ -917,14 +917,28 @@ fn terminals(sb: Sandbox) {
 
     let sock = h.root().join("console.sock");
     let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    h.ok(&[
-        "create",
-        "--console-socket",
-        sock.to_str().unwrap(),
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    // As the runc shim runs it: output captured through a pipe read until EOF, so
+    // nothing hull leaves running may hold that pipe.
+    let create = h
+        .cmd(&[
+            "create",
+            "--console-socket",
+            sock.to_str().unwrap(),
+            "--bundle",
+            b.path().to_str().unwrap(),
+            &id,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(create.wait_with_output().unwrap()));
+    let out = rx
+        .recv_timeout(COMMAND_TIMEOUT)
+        .expect("create's output pipe never reached EOF");
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let mut master = receive_pty(&l);
     h.ok(&["start", &id]);
     let out = read_pty_until(&mut master, "/dev/pts/");

@@ -107,10 +107,12 @@ pub fn create(g: &GlobalOpts, args: &Create) -> Result<Created> {
     store.write_record(&rec)?;
     guard.rec = Some(rec.clone());
 
+    let stdio = sandbox.create_stdio(args.console_socket.as_deref());
     let launched = sandbox.launch(&LaunchContext {
         id,
         dir: &dir,
         globals: g,
+        inherit_stdio: args.console_socket.is_none(),
     })?;
     let mut client = launched.client;
     rec.host_pid = launched.child.id() as i32;
@@ -130,7 +132,7 @@ pub fn create(g: &GlobalOpts, args: &Create) -> Result<Created> {
                 .into_owned(),
         ),
         spec: bundle.spec.clone(),
-        stdio: sandbox.create_stdio(args.console_socket.as_deref()),
+        stdio,
         no_pivot: args.no_pivot,
         preserve_fds: args.preserve_fds,
     }));

@@ -134,7 +134,12 @@ pub fn exec(g: &GlobalOpts, args: &Exec) -> Result<i32> {
             .arg(c.id())
             .arg(&exec_id);
         if !streams {
-            cmd.arg("--no-streams");
+            // Only waits: it must not hold the caller's stdio (the runc shim reads
+            // this command's output until EOF).
+            cmd.arg("--no-streams")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
         } else if terminal {
             cmd.arg("--terminal");
         }

@@ -53,6 +53,10 @@ pub struct LaunchContext<'a> {
     pub dir: &'a Path,
     /// Passed on to re-executed hull processes (log file, format, root).
     pub globals: &'a GlobalOpts,
+    /// Whether the host process keeps the caller's stdio (for the container). When
+    /// not (a console socket), it must not hold them: the runc shim reads the
+    /// command's output until EOF.
+    pub inherit_stdio: bool,
 }
 
 /// A started sandbox host process, already serving the agent protocol.

@@ -7,7 +7,7 @@
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -44,13 +44,17 @@ impl Sandbox for OsSandbox {
     fn launch(&self, ctx: &LaunchContext) -> Result<Launched> {
         let socket = socket_path(ctx.dir);
         // Same binary, hidden subcommand; stdio and --preserve-fds fds are inherited.
-        let mut child = Command::new("/proc/self/exe")
-            .arg0("hull")
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0("hull")
             .args(ctx.globals.reexec_args())
             .arg("__supervise")
-            .arg(ctx.id)
-            .spawn()
-            .map_err(Error::io("starting the supervisor"))?;
+            .arg(ctx.id);
+        if !ctx.inherit_stdio {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        let mut child = cmd.spawn().map_err(Error::io("starting the supervisor"))?;
         let pid = child.id() as i32;
         let start_time = process_start_time(pid).unwrap_or(0);
         let deadline = Instant::now() + READY_TIMEOUT;
