@@ -113,7 +113,9 @@ cc_version=$(gcc --version | head -1)
 key=$( { echo "recipe $recipe"; echo "source $src_id"; echo "cc $cc_version"; cat "$fragment"; } |
   sha256sum | cut -c1-16)
 out="$cache/$key"
-build="$out/build"
+# One object tree per source, shared by every fragment: changing the fragment
+# rebuilds only what the new .config touches. A lock keeps two builds apart.
+build="$cache/build/$src_id"
 
 install_kernel() {
   local img=$1
@@ -135,7 +137,9 @@ if [ "$force" = 0 ] && [ "$config_only" = 0 ] && [ -f "$out/vmlinux" ]; then
 fi
 
 # Configure: allnoconfig + the fragment, in an out-of-tree build directory.
-mkdir -p "$build"
+mkdir -p "$build" "$out"
+exec 9>"$build.lock"
+flock 9
 log "configuring $src_id (key $key) in $build"
 (cd "$tree" && ARCH=x86_64 scripts/kconfig/merge_config.sh -n -O "$build" "$fragment") \
   >"$out/merge.log" 2>&1 || { cat "$out/merge.log" >&2; die "merge_config.sh failed"; }
