@@ -1,6 +1,6 @@
 //! The container engine: a registry of containers and their processes, with one
 //! method per protocol request. youki's libcontainer does the container setup; each
-//! libcontainer call runs in a forked helper (see [`crate::helper`]).
+//! libcontainer call runs in a forked helper (see `helper.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;

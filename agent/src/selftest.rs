@@ -1,7 +1,7 @@
 //! The guest self-test (`hull.selftest=1`): can this kernel + agent run containers?
 //! It checks every namespace type, the cgroup v2 controllers, and runs one container
 //! through the engine, whose payload is a copy of the agent itself (so the initramfs
-//! needs no other files). Exactly one line goes to the console: PASS or FAIL <reason>.
+//! needs no other files). Exactly one line goes to the console: `PASS` or `FAIL <reason>`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use oci_spec::runtime::{LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuil
 use crate::engine::{Engine, EngineConfig, StreamEndpoint};
 use crate::init::CGROUP_CONTROLLERS;
 
-/// argv[1] that makes the agent binary act as the self-test's container payload.
+/// `argv[1]` that makes the agent binary act as the self-test's container payload.
 pub const PAYLOAD_ARG: &str = "--hull-selftest-payload";
 /// The payload's exit code.
 pub const PAYLOAD_EXIT: i32 = 42;
