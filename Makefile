@@ -41,7 +41,7 @@ demo: build guest
 	scripts/demo.sh
 
 bench: build guest
-	scripts/bench.sh
+	$(CARGO) bench -p hull-vmm --bench boot
 
 clean:
 	$(CARGO) clean
