@@ -1,124 +1,50 @@
-//! Runs the device on its own thread for an in-process transport (hull-vmm's
-//! virtio-mmio): waits on the queues' notification eventfds, answers what the kicked
-//! queues hold, and asks the transport to interrupt the driver. The transport keeps its
-//! own types: it passes plain `Queue`s and `EventFd`s and a closure that raises the
-//! interrupt.
+//! How the generic [`crate::worker::Worker`] drives virtio-fs in-process (hull-vmm's
+//! virtio-mmio): every wake answers what each queue holds, the high-priority queue
+//! and the request queues alike.
 
-use std::io;
-use std::os::fd::AsRawFd;
-use std::thread::JoinHandle;
-
-use virtio_queue::Queue;
 use vm_memory::GuestMemory;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{Fs, NUM_QUEUES};
+use super::{Fs, NUM_QUEUES, QUEUE_MAX_SIZE, VIRTIO_ID_FS};
+use crate::model::DeviceModel;
+use crate::worker::{QueueHandler, WorkerQueue};
 
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error("{0} queues given, the device has 1 to {NUM_QUEUES}")]
-    QueueCount(usize),
-    #[error("cannot set up the worker's epoll: {0}")]
-    Epoll(io::Error),
-    #[error("cannot start the worker thread: {0}")]
-    Spawn(io::Error),
-    #[error("the worker thread panicked")]
-    Panicked,
-}
-
-/// One queue the driver set up, configured fully by the transport (including
-/// `set_event_idx` when the driver acked VIRTIO_RING_F_EVENT_IDX), and its notification
-/// eventfd (an ioeventfd).
-pub struct QueueKick {
-    pub queue: Queue,
-    pub kick: EventFd,
-}
-
-/// A running device; [`Worker::stop`] gives it back (for a reset, or to reactivate).
-pub struct Worker {
-    stop: EventFd,
-    thread: JoinHandle<Fs>,
-}
-
-impl Worker {
-    /// Starts serving `queues` (index 0 is the high-priority queue). `interrupt(index)`
-    /// must raise the used-buffer interrupt for that queue.
-    pub fn spawn<M, F>(
-        dev: Fs,
-        mem: M,
-        queues: Vec<QueueKick>,
-        mut interrupt: F,
-    ) -> Result<Worker, WorkerError>
-    where
-        M: GuestMemory + Send + 'static,
-        F: FnMut(usize) -> io::Result<()> + Send + 'static,
-    {
-        if queues.is_empty() || queues.len() > NUM_QUEUES {
-            return Err(WorkerError::QueueCount(queues.len()));
+impl QueueHandler for Fs {
+    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [WorkerQueue]) -> Vec<usize> {
+        let mut used = Vec::new();
+        for q in queues.iter_mut() {
+            match Fs::process(self, mem, &mut q.queue) {
+                Ok(true) => used.push(q.index),
+                Ok(false) => {}
+                Err(e) => log::error!("virtio-fs: queue {}: {e}", q.index),
+            }
         }
-        let epoll = Epoll::new().map_err(WorkerError::Epoll)?;
-        let stop = EventFd::new(EFD_NONBLOCK).map_err(WorkerError::Epoll)?;
-        let stop_token = queues.len() as u64;
-        let fds = queues
-            .iter()
-            .map(|q| q.kick.as_raw_fd())
-            .chain([stop.as_raw_fd()]);
-        for (token, fd) in fds.enumerate() {
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    fd,
-                    EpollEvent::new(EventSet::IN, token as u64),
-                )
-                .map_err(WorkerError::Epoll)?;
-        }
-        let thread = std::thread::Builder::new()
-            .name("hull-virtio-fs".into())
-            .spawn(move || {
-                let mut queues = queues;
-                let dev = dev;
-                let mut events = [EpollEvent::default(); NUM_QUEUES + 1];
-                loop {
-                    let n = match epoll.wait(-1, &mut events) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            log::error!("virtio-fs worker: epoll_wait: {e}");
-                            return dev;
-                        }
-                    };
-                    for ev in &events[..n] {
-                        let token = ev.data();
-                        if token == stop_token {
-                            return dev;
-                        }
-                        let Some(q) = queues.get_mut(token as usize) else {
-                            continue;
-                        };
-                        // Drain the counter; the work itself is found in the queue.
-                        let _ = q.kick.read();
-                        match dev.process(&mem, &mut q.queue) {
-                            Ok(true) => {
-                                if let Err(e) = interrupt(token as usize) {
-                                    log::error!("virtio-fs worker: interrupt: {e}");
-                                }
-                            }
-                            Ok(false) => {}
-                            Err(e) => log::error!("virtio-fs worker: queue {token}: {e}"),
-                        }
-                    }
-                }
-            })
-            .map_err(WorkerError::Spawn)?;
-        Ok(Worker { stop, thread })
+        used
+    }
+}
+
+impl DeviceModel for Fs {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_FS
     }
 
-    /// Stops the thread and returns the device (its FUSE session intact; call
-    /// [`Fs::reset`] when the driver reset the device).
-    pub fn stop(self) -> Result<Fs, WorkerError> {
-        let _ = self.stop.write(1);
-        self.thread.join().map_err(|_| WorkerError::Panicked)
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_MAX_SIZE; NUM_QUEUES]
+    }
+
+    fn features(&self) -> u64 {
+        Fs::features()
+    }
+
+    fn config_space(&self) -> Vec<u8> {
+        let mut cfg = vec![0u8; super::CONFIG_LEN];
+        self.read_config(0, &mut cfg);
+        cfg
+    }
+
+    fn reset(&mut self) {
+        if let Err(e) = Fs::reset(self) {
+            log::error!("virtio-fs: reset: {e}");
+        }
     }
 }
 
@@ -134,6 +60,9 @@ mod tests {
     use super::*;
     use crate::fs::FsConfig;
     use crate::test_utils::{test_memory, Buf, BufAlloc, TestQueue};
+    use crate::worker::Worker;
+    use std::io;
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     #[test]
     fn worker_answers_kicked_queues() {
@@ -148,17 +77,19 @@ mod tests {
             .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
             .collect();
         let queues = vec![
-            QueueKick {
+            WorkerQueue {
+                index: 0,
                 queue: hiprio.queue(false),
                 kick: kicks[0].try_clone().unwrap(),
             },
-            QueueKick {
+            WorkerQueue {
+                index: 1,
                 queue: req.queue(true),
                 kick: kicks[1].try_clone().unwrap(),
             },
         ];
         let (irq_tx, irq) = mpsc::channel();
-        let worker = Worker::spawn(dev, mem.clone(), queues, move |q| {
+        let worker = Worker::spawn("hull-virtio-fs", dev, mem.clone(), queues, None, move |q| {
             irq_tx.send(q).map_err(io::Error::other)
         })
         .unwrap();
@@ -207,9 +138,5 @@ mod tests {
 
         let dev = worker.stop().unwrap();
         assert_eq!(dev.tag(), "t");
-        assert!(matches!(
-            Worker::spawn(dev, mem, vec![], |_| Ok(())),
-            Err(WorkerError::QueueCount(0))
-        ));
     }
 }

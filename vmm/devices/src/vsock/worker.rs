@@ -1,131 +1,68 @@
-//! Runs the device on its own thread for an in-process transport (hull-vmm's
-//! virtio-mmio): waits on the queue notification eventfds and the host sockets, processes,
-//! and asks the transport to interrupt the driver. The transport keeps its own types: it
-//! passes plain `Queue`s and `EventFd`s and a closure that raises the interrupt.
+//! How the generic [`crate::worker::Worker`] drives virtio-vsock in-process (hull-vmm's
+//! virtio-mmio): every wake processes both RX and TX, and the muxer's epoll fd wakes it
+//! when host sockets need attention.
 
-use std::io;
-use std::os::fd::AsRawFd;
-use std::thread::JoinHandle;
+use std::os::fd::{AsRawFd, RawFd};
 
-use virtio_queue::Queue;
 use vm_memory::GuestMemory;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::epoll::EventSet;
 
-use super::{Vsock, RX_QUEUE, TX_QUEUE};
+use super::{Vsock, NUM_QUEUES, QUEUE_MAX_SIZE, RX_QUEUE, TX_QUEUE, VIRTIO_ID_VSOCK};
+use crate::model::DeviceModel;
+use crate::worker::{QueueHandler, WorkerQueue};
 
-const TOKEN_RX: u64 = 0;
-const TOKEN_TX: u64 = 1;
-const TOKEN_DEVICE: u64 = 2;
-const TOKEN_STOP: u64 = 3;
-
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error("cannot set up the worker's epoll: {0}")]
-    Epoll(io::Error),
-    #[error("cannot start the worker thread: {0}")]
-    Spawn(io::Error),
-    #[error("the worker thread panicked")]
-    Panicked,
-}
-
-/// The queues and notifications the driver set up. The transport configures the queues
-/// fully, including `set_event_idx` when the driver acked VIRTIO_RING_F_EVENT_IDX (which
-/// [`Vsock::features`] offers).
-pub struct Queues {
-    pub rx: Queue,
-    pub tx: Queue,
-    /// Signalled by the transport when the driver notifies RX (an ioeventfd).
-    pub rx_kick: EventFd,
-    pub tx_kick: EventFd,
-}
-
-/// A running device; [`Worker::stop`] gives it back (for a reset, or to reactivate).
-pub struct Worker {
-    stop: EventFd,
-    thread: JoinHandle<Vsock>,
-}
-
-impl Worker {
-    /// Starts serving. `interrupt(queue_index)` must raise the used-buffer interrupt.
-    pub fn spawn<M, F>(
-        dev: Vsock,
-        mem: M,
-        queues: Queues,
-        mut interrupt: F,
-    ) -> Result<Worker, WorkerError>
-    where
-        M: GuestMemory + Send + 'static,
-        F: FnMut(usize) -> io::Result<()> + Send + 'static,
-    {
-        let epoll = Epoll::new().map_err(WorkerError::Epoll)?;
-        let stop = EventFd::new(EFD_NONBLOCK).map_err(WorkerError::Epoll)?;
-        for (fd, token) in [
-            (queues.rx_kick.as_raw_fd(), TOKEN_RX),
-            (queues.tx_kick.as_raw_fd(), TOKEN_TX),
-            (dev.as_raw_fd(), TOKEN_DEVICE),
-            (stop.as_raw_fd(), TOKEN_STOP),
-        ] {
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    fd,
-                    EpollEvent::new(EventSet::IN, token),
-                )
-                .map_err(WorkerError::Epoll)?;
-        }
-        let thread = std::thread::Builder::new()
-            .name("hull-vsock".into())
-            .spawn(move || {
-                let Queues {
-                    mut rx,
-                    mut tx,
-                    rx_kick,
-                    tx_kick,
-                } = queues;
-                let mut dev = dev;
-                let mut events = [EpollEvent::default(); 8];
-                loop {
-                    let n = match epoll.wait(-1, &mut events) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            log::error!("vsock worker: epoll_wait: {e}");
-                            return dev;
-                        }
-                    };
-                    for ev in &events[..n] {
-                        // Drain the counters; the work itself is found in the queues.
-                        let _ = match ev.data() {
-                            TOKEN_RX => rx_kick.read(),
-                            TOKEN_TX => tx_kick.read(),
-                            TOKEN_STOP => return dev,
-                            _ => Ok(0),
-                        };
-                    }
-                    match dev.process(&mem, &mut rx, &mut tx) {
-                        Ok(notify) => {
-                            for (used, q) in [(notify.rx, RX_QUEUE), (notify.tx, TX_QUEUE)] {
-                                if used {
-                                    if let Err(e) = interrupt(q) {
-                                        log::error!("vsock worker: interrupt: {e}");
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) => log::error!("vsock worker: {e}"),
-                    }
-                }
-            })
-            .map_err(WorkerError::Spawn)?;
-        Ok(Worker { stop, thread })
+impl QueueHandler for Vsock {
+    fn host_fds(&self) -> Vec<(RawFd, EventSet)> {
+        vec![(self.as_raw_fd(), EventSet::IN)]
     }
 
-    /// Stops the thread and returns the device (streams intact; call
-    /// [`Vsock::reset`] when the driver reset the device).
-    pub fn stop(self) -> Result<Vsock, WorkerError> {
-        let _ = self.stop.write(1);
-        self.thread.join().map_err(|_| WorkerError::Panicked)
+    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [WorkerQueue]) -> Vec<usize> {
+        // Split borrows: RX and TX are distinct entries.
+        let (mut rx, mut tx) = (None, None);
+        for q in queues.iter_mut() {
+            match q.index {
+                RX_QUEUE => rx = Some(&mut q.queue),
+                TX_QUEUE => tx = Some(&mut q.queue),
+                _ => {}
+            }
+        }
+        let (Some(rx), Some(tx)) = (rx, tx) else {
+            // Without both queues only host sockets can be served.
+            self.process_host_events();
+            return Vec::new();
+        };
+        match Vsock::process(self, mem, rx, tx) {
+            Ok(n) => [(n.rx, RX_QUEUE), (n.tx, TX_QUEUE)]
+                .into_iter()
+                .filter_map(|(used, q)| used.then_some(q))
+                .collect(),
+            Err(e) => {
+                log::error!("vsock: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl DeviceModel for Vsock {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_MAX_SIZE; NUM_QUEUES]
+    }
+
+    fn features(&self) -> u64 {
+        Vsock::features()
+    }
+
+    fn config_space(&self) -> Vec<u8> {
+        self.guest_cid().to_le_bytes().to_vec()
+    }
+
+    fn reset(&mut self) {
+        Vsock::reset(self)
     }
 }
 
@@ -134,11 +71,14 @@ mod tests {
     use super::*;
     use crate::test_utils::{test_memory, Buf, BufAlloc, TestQueue};
     use crate::vsock::packet::{op, Header, HDR_SIZE, HOST_CID, TYPE_STREAM};
+    use crate::worker::{Worker, WorkerQueue};
+    use std::io;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
     use std::sync::mpsc;
     use std::time::Duration;
     use vm_memory::{Bytes, GuestAddress};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     #[test]
     fn worker_serves_kicks_and_host_events() {
@@ -154,17 +94,21 @@ mod tests {
         let tx_kick = EventFd::new(EFD_NONBLOCK).unwrap();
         let (rx_k, tx_k) = (rx_kick.try_clone().unwrap(), tx_kick.try_clone().unwrap());
         let (irq_tx, irq) = mpsc::channel();
-        let worker = Worker::spawn(
-            dev,
-            mem.clone(),
-            Queues {
-                rx: rxq.queue(false),
-                tx: txq.queue(false),
-                rx_kick,
-                tx_kick,
+        let queues = vec![
+            WorkerQueue {
+                index: RX_QUEUE,
+                queue: rxq.queue(false),
+                kick: rx_kick,
             },
-            move |q| irq_tx.send(q).map_err(io::Error::other),
-        )
+            WorkerQueue {
+                index: TX_QUEUE,
+                queue: txq.queue(false),
+                kick: tx_kick,
+            },
+        ];
+        let worker = Worker::spawn("hull-vsock", dev, mem.clone(), queues, None, move |q| {
+            irq_tx.send(q).map_err(io::Error::other)
+        })
         .unwrap();
 
         let rx_buf = alloc.alloc(4096);

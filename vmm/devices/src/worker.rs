@@ -1,0 +1,153 @@
+//! The one event loop every device runs on for an in-process transport (hull-vmm's
+//! virtio-mmio): a thread waits on the queues' notification eventfds and on the device's
+//! host fds (sockets, a tap), lets the device do all ready work, and asks the transport
+//! to interrupt the driver for the queues the device used. The transport keeps its own
+//! types: it passes plain `Queue`s and `EventFd`s and a closure that raises the interrupt.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::thread::JoinHandle;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemory;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// A device the worker can drive.
+pub trait QueueHandler: Send + 'static {
+    /// Host-side fds that also wake the worker, with the events to wait for. Level
+    /// triggered: the device must consume what made them ready, or stop asking for it.
+    fn host_fds(&self) -> Vec<(RawFd, EventSet)> {
+        Vec::new()
+    }
+
+    /// Does all ready work on `queues`; returns the driver's queue indices
+    /// ([`WorkerQueue::index`]) whose used rings need an interrupt. Never blocks.
+    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [WorkerQueue]) -> Vec<usize>;
+}
+
+/// One queue the driver set up, configured fully by the transport (including
+/// `set_event_idx` when the driver acked VIRTIO_RING_F_EVENT_IDX).
+pub struct WorkerQueue {
+    /// The driver's index of this queue.
+    pub index: usize,
+    pub queue: Queue,
+    /// Signalled when the driver notifies this queue (an ioeventfd).
+    pub kick: EventFd,
+}
+
+/// Finds the queue the driver numbered `index`.
+pub fn queue_mut(queues: &mut [WorkerQueue], index: usize) -> Option<&mut Queue> {
+    queues
+        .iter_mut()
+        .find(|q| q.index == index)
+        .map(|q| &mut q.queue)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot set up the worker's epoll: {0}")]
+    Epoll(io::Error),
+    #[error("cannot start the worker thread: {0}")]
+    Spawn(io::Error),
+    #[error("the worker thread panicked")]
+    Panicked,
+}
+
+/// Runs on the worker thread before it serves anything (e.g. installs a seccomp filter);
+/// an error stops the thread before it touches the guest.
+pub type ThreadInit = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+/// A running device; [`Worker::stop`] gives it back (for a reset, or to reactivate).
+pub struct Worker<H: QueueHandler> {
+    stop: EventFd,
+    thread: JoinHandle<H>,
+}
+
+const TOKEN_STOP: u64 = u64::MAX;
+const TOKEN_HOST: u64 = u64::MAX - 1;
+
+impl<H: QueueHandler> Worker<H> {
+    /// Starts serving on a thread named `name`. `interrupt(queue_index)` must raise the
+    /// used-buffer interrupt.
+    pub fn spawn<M, F>(
+        name: &str,
+        dev: H,
+        mem: M,
+        queues: Vec<WorkerQueue>,
+        init: Option<ThreadInit>,
+        mut interrupt: F,
+    ) -> Result<Self, WorkerError>
+    where
+        M: GuestMemory + Send + 'static,
+        F: FnMut(usize) -> io::Result<()> + Send + 'static,
+    {
+        let epoll = Epoll::new().map_err(WorkerError::Epoll)?;
+        let stop = EventFd::new(EFD_NONBLOCK).map_err(WorkerError::Epoll)?;
+        let mut fds: Vec<(RawFd, EventSet, u64)> = queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.kick.as_raw_fd(), EventSet::IN, i as u64))
+            .collect();
+        fds.push((stop.as_raw_fd(), EventSet::IN, TOKEN_STOP));
+        fds.extend(
+            dev.host_fds()
+                .into_iter()
+                .map(|(fd, ev)| (fd, ev, TOKEN_HOST)),
+        );
+        for (fd, ev, token) in fds {
+            epoll
+                .ctl(ControlOperation::Add, fd, EpollEvent::new(ev, token))
+                .map_err(WorkerError::Epoll)?;
+        }
+        let label = name.to_string();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut queues = queues;
+                let mut dev = dev;
+                if let Some(init) = init {
+                    if let Err(e) = init() {
+                        log::error!("{label}: {e}");
+                        return dev;
+                    }
+                }
+                let mut events = vec![EpollEvent::default(); queues.len() + 8];
+                loop {
+                    let n = match epoll.wait(-1, &mut events) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            log::error!("{label}: epoll_wait: {e}");
+                            return dev;
+                        }
+                    };
+                    for ev in &events[..n] {
+                        match ev.data() {
+                            TOKEN_STOP => return dev,
+                            TOKEN_HOST => {}
+                            // Drain the counter; the work itself is found in the queue.
+                            i => {
+                                if let Some(q) = queues.get(i as usize) {
+                                    let _ = q.kick.read();
+                                }
+                            }
+                        }
+                    }
+                    for index in dev.process(&mem, &mut queues) {
+                        if let Err(e) = interrupt(index) {
+                            log::error!("{label}: interrupt for queue {index}: {e}");
+                        }
+                    }
+                }
+            })
+            .map_err(WorkerError::Spawn)?;
+        Ok(Worker { stop, thread })
+    }
+
+    /// Stops the thread and returns the device.
+    pub fn stop(self) -> Result<H, WorkerError> {
+        let _ = self.stop.write(1);
+        self.thread.join().map_err(|_| WorkerError::Panicked)
+    }
+}
