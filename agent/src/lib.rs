@@ -14,6 +14,7 @@ pub(crate) mod helper;
 pub mod host;
 pub mod init;
 pub mod logging;
+pub mod network;
 pub mod reaper;
 pub(crate) mod seccomp;
 pub mod selftest;

@@ -215,6 +215,16 @@ impl Server {
                 (Response::StreamAttached, After::Attach(a))
             }
             Request::Shutdown => (Response::Ok, After::Shutdown),
+            // Guest-only: on the host the container's netns already is its network.
+            Request::ConfigureNetwork { interfaces } if crate::init::is_pid1() => {
+                ok(crate::network::configure(&interfaces)?)
+            }
+            Request::ConfigureNetwork { .. } => {
+                return Err(AgentError::new(
+                    ErrorKind::Unsupported,
+                    "ConfigureNetwork is for the guest agent only: the OS-level sandbox's container uses its network namespace as it is",
+                ))
+            }
         })
     }
 }

@@ -76,6 +76,42 @@ pub enum Request {
     },
     /// Ends the agent (in the guest: powers the VM off).
     Shutdown,
+    /// Configures the guest's NICs like the container's network namespace had them
+    /// (guest agent only; answered `Ok`). Each NIC is found by its MAC.
+    ConfigureNetwork {
+        interfaces: Vec<NetInterface>,
+    },
+}
+
+/// One interface of the container's network namespace, as the guest must mirror it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetInterface {
+    /// Its name in the container's netns (for messages; the guest NIC keeps its own).
+    pub name: String,
+    /// `aa:bb:cc:dd:ee:ff`: the VMM gives the guest NIC this MAC, the agent finds the
+    /// NIC by it.
+    pub mac: String,
+    pub mtu: u32,
+    /// CIDR, e.g. `10.88.0.2/16` or `fd00::2/64` (link-local ones are left out: the
+    /// guest kernel makes its own from the same MAC).
+    pub addresses: Vec<String>,
+    /// Routes through this interface, in the order they must be added.
+    pub routes: Vec<Route>,
+}
+
+/// One route through a [`NetInterface`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// CIDR, or `default` (IPv4, or IPv6 when `gateway` is IPv6; `::/0` also works).
+    pub dest: String,
+    /// None: the destination is on the link.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// Preferred source address.
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub metric: Option<u32>,
 }
 
 /// What `Create` needs.
@@ -304,6 +340,36 @@ mod tests {
             }
             other => panic!("got {other:?}"),
         }
+    }
+
+    #[test]
+    fn configure_network_round_trips() {
+        let req = Request::ConfigureNetwork {
+            interfaces: vec![NetInterface {
+                name: "eth0".into(),
+                mac: "02:00:00:00:00:01".into(),
+                mtu: 1400,
+                addresses: vec!["10.0.0.2/24".into(), "fd00::2/64".into()],
+                routes: vec![Route {
+                    dest: "default".into(),
+                    gateway: Some("10.0.0.1".into()),
+                    source: None,
+                    metric: None,
+                }],
+            }],
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        match serde_json::from_str::<Request>(&json).unwrap() {
+            Request::ConfigureNetwork { interfaces } => {
+                assert_eq!(interfaces.len(), 1);
+                assert_eq!(interfaces[0].mtu, 1400);
+                assert_eq!(interfaces[0].routes[0].gateway.as_deref(), Some("10.0.0.1"));
+            }
+            other => panic!("got {other:?}"),
+        }
+        // Optional route fields may be left out by other writers.
+        let r: Route = serde_json::from_str(r#"{"dest":"10.1.0.0/16"}"#).unwrap();
+        assert_eq!(r.gateway, None);
     }
 
     #[test]
