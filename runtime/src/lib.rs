@@ -6,6 +6,7 @@ pub mod cli;
 pub mod error;
 pub mod logging;
 pub mod sandbox;
+pub mod shim;
 pub mod signal;
 pub mod state;
 pub mod stdio;
