@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use thiserror::Error;
 
+use crate::device_config::DeviceConfig;
+
 /// Command line used when none is given: serial console, i8042 reset ends the VM,
 /// no PCI probing.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off";
@@ -64,6 +66,8 @@ pub struct VmConfig {
     /// Back guest RAM with a shared memfd instead of private anonymous memory
     /// (needed to hand it to vhost-user backends).
     pub memfd: bool,
+    /// virtio devices (vsock, fs, blk, net, rng).
+    pub devices: DeviceConfig,
     /// When the VMM started, for the boot-timer.
     pub start_time: Instant,
 }
@@ -79,6 +83,7 @@ impl VmConfig {
             vcpus: 1,
             console: ConsoleConfig::Stdio,
             memfd: false,
+            devices: DeviceConfig::default(),
             start_time: Instant::now(),
         }
     }

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod config;
 pub mod console;
 pub mod cpu;
+pub mod device_config;
 pub mod devices;
 pub mod kvm;
 pub mod memory;
@@ -15,4 +16,5 @@ pub mod virtio;
 pub mod vm;
 
 pub use config::{ConsoleConfig, VmConfig};
+pub use device_config::DeviceConfig;
 pub use vm::{Vm, VmError, VmExit};

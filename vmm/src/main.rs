@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use clap::Parser;
-use hull_vmm::{assets, ConsoleConfig, Vm, VmConfig, VmExit};
+use hull_vmm::device_config::{BlkSpec, FsSpec, NetSpec, VsockSpec};
+use hull_vmm::{assets, ConsoleConfig, DeviceConfig, Vm, VmConfig, VmExit};
 
 /// Boot a Linux kernel in a KVM microVM.
 #[derive(Debug, Parser)]
@@ -34,6 +35,21 @@ struct Cli {
     /// Back guest RAM with a shared memfd (for vhost-user backends).
     #[arg(long)]
     memfd: bool,
+    /// virtio-vsock, exposed on the host as a hybrid-vsock Unix socket: uds=PATH[,cid=N].
+    #[arg(long, value_name = "uds=PATH[,cid=N]")]
+    vsock: Option<VsockSpec>,
+    /// virtio-fs share served in-process (repeatable): tag=TAG,dir=DIR[,readonly].
+    #[arg(long, value_name = "tag=TAG,dir=DIR[,readonly]")]
+    fs: Vec<FsSpec>,
+    /// virtio-blk on a raw image (repeatable): path=FILE[,readonly][,id=ID].
+    #[arg(long, value_name = "path=FILE[,readonly][,id=ID]")]
+    blk: Vec<BlkSpec>,
+    /// virtio-net on a tap (repeatable): fd=N,mac=MAC or tap=NAME,mac=MAC.
+    #[arg(long, value_name = "fd=N|tap=NAME,mac=MAC")]
+    net: Vec<NetSpec>,
+    /// virtio-rng fed from the host's getrandom(2).
+    #[arg(long)]
+    rng: bool,
 }
 
 /// Write end for the signal handler (an eventfd), and which signal arrived.
@@ -91,6 +107,13 @@ fn main() -> ExitCode {
         vcpus: cli.vcpus,
         console: cli.console,
         memfd: cli.memfd,
+        devices: DeviceConfig {
+            vsock: cli.vsock,
+            fs: cli.fs,
+            blk: cli.blk,
+            net: cli.net,
+            rng: cli.rng,
+        },
         start_time: start,
     };
     match run(config) {

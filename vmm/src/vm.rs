@@ -26,6 +26,7 @@ use crate::devices::bus::{Bus, BusError};
 use crate::devices::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_SIZE};
 use crate::devices::serial::{SerialDevice, SERIAL_IRQ, SERIAL_PORT_BASE, SERIAL_PORT_SIZE};
 use crate::memory::{self, MemoryError, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START};
+use crate::virtio::from_config::{build_devices, DeviceBuildError};
 use crate::virtio::mmio::reg::QUEUE_NOTIFY;
 use crate::virtio::{MmioTransport, VirtioDevice};
 
@@ -79,6 +80,9 @@ pub enum VmError {
     /// A vCPU failed.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// A virtio device named on the command line cannot be built.
+    #[error(transparent)]
+    Device(#[from] DeviceBuildError),
     /// No interrupt line left for another device.
     #[error("no interrupt line left for another virtio device")]
     OutOfIrqs,
@@ -279,7 +283,7 @@ impl Vm {
             Arc::new(Mutex::new(timer)),
         )?;
 
-        Ok(Self {
+        let mut vm = Self {
             config,
             vm_fd,
             kvm,
@@ -294,7 +298,12 @@ impl Vm {
             boot_time,
             mmio_devices: Vec::new(),
             transports: Vec::new(),
-        })
+        };
+        // Dropping `vm` on an error closes whatever the earlier devices opened.
+        for dev in build_devices(&vm.config.devices, None)? {
+            vm.add_virtio_device(dev)?;
+        }
+        Ok(vm)
     }
 
     /// Guest memory, for device models that need it before activation.

@@ -2,6 +2,8 @@
 //! that exposes it to the guest. A new device is a new folder here implementing
 //! [`VirtioDevice`].
 
+pub mod from_config;
+pub mod hosted;
 pub mod mmio;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -72,6 +72,11 @@ impl Asm {
             .bytes(&imm.to_le_bytes())
     }
 
+    /// and eax, imm
+    pub fn and_eax(&mut self, imm: u32) -> &mut Self {
+        self.bytes(&[0x25]).bytes(&imm.to_le_bytes())
+    }
+
     /// cmp eax, imm
     pub fn cmp_eax(&mut self, imm: u32) -> &mut Self {
         self.bytes(&[0x3d]).bytes(&imm.to_le_bytes())

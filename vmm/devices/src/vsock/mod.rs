@@ -162,12 +162,14 @@ impl Vsock {
         loop {
             q.disable_notification(mem)?;
             let mut popped = false;
+            let mut stalled = false;
             while let Some(chain) = q.pop_descriptor_chain(mem) {
                 popped = true;
                 if self.muxer.tx_backpressure() {
                     // Resumed once the guest has taken the replies we owe it.
                     q.go_to_previous_position();
-                    return Ok(count);
+                    stalled = true;
+                    break;
                 }
                 let head = chain.head_index();
                 match packet::read_tx_chain(mem, chain, &mut self.buf) {
@@ -182,8 +184,9 @@ impl Vsock {
                 q.add_used(mem, head, 0)?;
                 count += 1;
             }
+            // Notifications go back on whatever happens, or the driver stops kicking.
             // "More available" with nothing poppable means a bogus avail index: stop.
-            if !q.enable_notification(mem)? || !popped {
+            if !q.enable_notification(mem)? || !popped || stalled {
                 return Ok(count);
             }
         }
@@ -194,6 +197,7 @@ impl Vsock {
         loop {
             q.disable_notification(mem)?;
             let mut popped = false;
+            let mut stalled = false;
             while self.muxer.has_pending_rx() {
                 let Some(chain) = q.pop_descriptor_chain(mem) else {
                     break;
@@ -208,7 +212,8 @@ impl Vsock {
                         else {
                             // Nothing was ready after all: give the buffer back.
                             q.go_to_previous_position();
-                            return Ok(count);
+                            stalled = true;
+                            break;
                         };
                         rxb.write(&hdr, &self.buf[..len]).unwrap_or(0)
                     }
@@ -220,7 +225,9 @@ impl Vsock {
                 q.add_used(mem, head, used)?;
                 count += 1;
             }
-            if !self.muxer.has_pending_rx() || !q.enable_notification(mem)? || !popped {
+            // Notifications go back on whatever happens, or the driver stops kicking.
+            let more = q.enable_notification(mem)?;
+            if stalled || !self.muxer.has_pending_rx() || !more || !popped {
                 return Ok(count);
             }
         }

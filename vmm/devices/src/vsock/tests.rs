@@ -929,3 +929,22 @@ fn a_flood_of_refused_requests_does_not_grow_without_bound() {
     }
     assert_eq!(rst as u16, g.txq.used_idx());
 }
+
+#[test]
+fn notifications_are_enabled_again_after_every_pass() {
+    // Without EVENT_IDX the used ring's flags tell the driver whether to kick; a pass
+    // that ends with nothing to deliver must not leave NO_NOTIFY set, or a driver that
+    // refills RX without kicking would stall the device.
+    let mut g = Guest::new();
+    g.fill_rx(4);
+    g.process();
+    let flags =
+        |q: &TestQueue, mem: &GuestMemoryMmap| -> u16 { mem.read_obj(q.used_addr()).unwrap() };
+    assert_eq!(flags(&g.rxq, &g.mem), 0, "RX left with NO_NOTIFY");
+    assert_eq!(flags(&g.txq, &g.mem), 0, "TX left with NO_NOTIFY");
+    let l = UnixListener::bind(format!("{}_7000", g.uds.display())).unwrap();
+    let _host = g.guest_connect(&l, 1000, 7000);
+    g.process();
+    assert_eq!(flags(&g.rxq, &g.mem), 0, "RX left with NO_NOTIFY");
+    assert_eq!(flags(&g.txq, &g.mem), 0, "TX left with NO_NOTIFY");
+}

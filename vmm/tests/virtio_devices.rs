@@ -1,0 +1,450 @@
+//! Tiny guests drive hull's real devices through the `hull-vmm` binary's flags: they
+//! negotiate over virtio-mmio, lay out split rings in guest RAM, post requests, wait for
+//! the used ring, and check the answers; the host side checks the effect (a vsock stream
+//! reached a listener, a directory appeared in the share, a sector changed in the image).
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+/// The first virtio-mmio slot.
+const SLOT0: u32 = 0xd000_0000;
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Descriptor flags.
+const NEXT: u32 = 1;
+const WRITE: u32 = 2;
+
+/// Split-ring layout of one queue in guest RAM.
+#[derive(Clone, Copy)]
+struct Ring {
+    desc: u32,
+    avail: u32,
+    used: u32,
+}
+
+impl Ring {
+    const fn at(base: u32) -> Ring {
+        Ring {
+            desc: base,
+            avail: base + 0x1000,
+            used: base + 0x2000,
+        }
+    }
+}
+
+/// Guest-side virtio-mmio driver steps, emitted as tiny-guest code.
+trait Driver {
+    fn negotiate(&mut self, base: u32) -> &mut Self;
+    fn queue(&mut self, base: u32, index: u32, ring: Ring) -> &mut Self;
+    fn driver_ok(&mut self, base: u32) -> &mut Self;
+    fn desc(&mut self, ring: Ring, i: u32, addr: u32, len: u32, flags: u32, next: u32)
+        -> &mut Self;
+    fn bytes_at(&mut self, addr: u32, data: &[u8]) -> &mut Self;
+    /// Makes `heads` available (in ring order, from slot 0) and notifies.
+    fn publish(&mut self, base: u32, index: u32, ring: Ring, heads: &[u16]) -> &mut Self;
+    /// Spins until the used ring's idx reaches `n`.
+    fn wait_used(&mut self, ring: Ring, n: u16, label: &'static str) -> &mut Self;
+    fn expect(&mut self, addr: u32, value: u32) -> &mut Self;
+}
+
+impl Driver for Asm {
+    fn negotiate(&mut self, base: u32) -> &mut Self {
+        self.store(base + 0x070, 1).store(base + 0x070, 3);
+        // VERSION_1 only.
+        self.store(base + 0x024, 1).store(base + 0x020, 1);
+        self.store(base + 0x024, 0).store(base + 0x020, 0);
+        self.store(base + 0x070, 0xb)
+            .load_eax(base + 0x070)
+            .cmp_eax(0xb)
+            .jne("fail")
+    }
+
+    fn queue(&mut self, base: u32, index: u32, ring: Ring) -> &mut Self {
+        self.store(base + 0x030, index).store(base + 0x038, 8);
+        self.store(base + 0x080, ring.desc).store(base + 0x084, 0);
+        self.store(base + 0x090, ring.avail).store(base + 0x094, 0);
+        self.store(base + 0x0a0, ring.used).store(base + 0x0a4, 0);
+        self.store(base + 0x044, 1)
+    }
+
+    fn driver_ok(&mut self, base: u32) -> &mut Self {
+        self.store(base + 0x070, 0xf)
+            .load_eax(base + 0x070)
+            .cmp_eax(0xf)
+            .jne("fail")
+    }
+
+    fn desc(
+        &mut self,
+        ring: Ring,
+        i: u32,
+        addr: u32,
+        len: u32,
+        flags: u32,
+        next: u32,
+    ) -> &mut Self {
+        let d = ring.desc + 16 * i;
+        self.store(d, addr)
+            .store(d + 4, 0)
+            .store(d + 8, len)
+            .store(d + 12, flags | (next << 16))
+    }
+
+    fn bytes_at(&mut self, addr: u32, data: &[u8]) -> &mut Self {
+        for (i, chunk) in data.chunks(4).enumerate() {
+            let mut w = [0u8; 4];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.store(addr + 4 * i as u32, u32::from_le_bytes(w));
+        }
+        self
+    }
+
+    fn publish(&mut self, base: u32, index: u32, ring: Ring, heads: &[u16]) -> &mut Self {
+        let mut ring_bytes = Vec::new();
+        for h in heads {
+            ring_bytes.extend_from_slice(&h.to_le_bytes());
+        }
+        self.bytes_at(ring.avail + 4, &ring_bytes);
+        self.store(ring.avail, (heads.len() as u32) << 16);
+        self.store(base + 0x050, index)
+    }
+
+    fn wait_used(&mut self, ring: Ring, n: u16, label: &'static str) -> &mut Self {
+        self.label(label)
+            .load_eax(ring.used)
+            .and_eax(0xffff_0000)
+            .cmp_eax(u32::from(n) << 16)
+            .jne(label)
+    }
+
+    fn expect(&mut self, addr: u32, value: u32) -> &mut Self {
+        self.load_eax(addr).cmp_eax(value).jne("fail")
+    }
+}
+
+fn finish(a: &mut Asm, ok: &str) -> Vec<u8> {
+    a.print(&format!("{ok}\n")).reset();
+    a.label("fail").print("bad\n").reset();
+    a.finish()
+}
+
+fn tiny_args<'a>(kernel: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--kernel", kernel, "--memory", "16", "--console", "stdio"];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn vsock_guest_connects_to_a_host_listener() {
+    if should_skip("vsock_guest_connects_to_a_host_listener") {
+        return;
+    }
+    const RX: Ring = Ring::at(0x20_0000);
+    const TX: Ring = Ring::at(0x21_0000);
+    let hdr = |op: u16, len: u32| {
+        let mut h = Vec::new();
+        h.extend_from_slice(&3u64.to_le_bytes()); // src_cid
+        h.extend_from_slice(&2u64.to_le_bytes()); // dst_cid: the host
+        h.extend_from_slice(&1234u32.to_le_bytes());
+        h.extend_from_slice(&5000u32.to_le_bytes());
+        h.extend_from_slice(&len.to_le_bytes());
+        h.extend_from_slice(&1u16.to_le_bytes()); // stream
+        h.extend_from_slice(&op.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes()); // flags
+        h.extend_from_slice(&65536u32.to_le_bytes()); // buf_alloc
+        h.extend_from_slice(&0u32.to_le_bytes()); // fwd_cnt
+        h
+    };
+    let mut a = Asm::new();
+    a.negotiate(SLOT0)
+        .queue(SLOT0, 0, RX)
+        .queue(SLOT0, 1, TX)
+        .driver_ok(SLOT0);
+    a.desc(RX, 0, 0x22_0000, 4096, WRITE, 0)
+        .publish(SLOT0, 0, RX, &[0]);
+    // REQUEST to host port 5000.
+    a.bytes_at(0x23_0000, &hdr(1, 0))
+        .desc(TX, 0, 0x23_0000, 44, 0, 0)
+        .publish(SLOT0, 1, TX, &[0]);
+    a.wait_used(RX, 1, "rx1");
+    // The answer is a stream RESPONSE (type 1, op 2 at offset 28).
+    a.expect(0x22_0000 + 28, 1 | (2 << 16));
+    // RW "ping": header and data in two descriptors.
+    a.bytes_at(0x23_1000, &hdr(5, 4))
+        .bytes_at(0x23_2000, b"ping")
+        .desc(TX, 1, 0x23_1000, 44, NEXT, 2)
+        .desc(TX, 2, 0x23_2000, 4, 0, 0)
+        .publish(SLOT0, 1, TX, &[0, 1]);
+    a.wait_used(TX, 2, "tx2");
+    let code = finish(&mut a, "vsock ok");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "vsock.elf", &code);
+    let uds = dir.path().join("vsock.sock");
+    let listener = UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).unwrap();
+        tx.send(b).unwrap();
+    });
+    let vsock = format!("uds={},cid=3", uds.display());
+    let run = run_vmm(
+        &tiny_args(kernel.to_str().unwrap(), &["--vsock", &vsock]),
+        LIMIT,
+    );
+    assert_eq!(run.stdout, "vsock ok\n", "stderr: {}", run.stderr);
+    assert!(run.status.success(), "{:?}: {}", run.status, run.stderr);
+    assert_eq!(&rx.recv_timeout(LIMIT).unwrap(), b"ping");
+    assert!(!uds.exists(), "the hybrid vsock socket is removed at exit");
+}
+
+#[test]
+fn fs_guest_makes_a_directory_in_the_share() {
+    if should_skip("fs_guest_makes_a_directory_in_the_share") {
+        return;
+    }
+    const REQ: Ring = Ring::at(0x20_0000);
+    // FUSE_INIT 7.31, then MKDIR "made" under the root (nodeid 1).
+    let in_header = |len: u32, opcode: u32, unique: u64, nodeid: u64| {
+        let mut h = Vec::new();
+        h.extend_from_slice(&len.to_le_bytes());
+        h.extend_from_slice(&opcode.to_le_bytes());
+        h.extend_from_slice(&unique.to_le_bytes());
+        h.extend_from_slice(&nodeid.to_le_bytes());
+        h.extend_from_slice(&[0u8; 16]); // uid, gid, pid, extlen, padding
+        h
+    };
+    let mut init = in_header(56, 26, 1, 0);
+    for v in [7u32, 31, 0, 0] {
+        init.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut mkdir = in_header(40 + 8 + 5, 9, 2, 1);
+    mkdir.extend_from_slice(&0o755u32.to_le_bytes());
+    mkdir.extend_from_slice(&0u32.to_le_bytes());
+    mkdir.extend_from_slice(b"made\0");
+
+    let mut a = Asm::new();
+    a.negotiate(SLOT0).queue(SLOT0, 1, REQ).driver_ok(SLOT0);
+    a.bytes_at(0x22_0000, &init)
+        .desc(REQ, 0, 0x22_0000, init.len() as u32, NEXT, 1)
+        .desc(REQ, 1, 0x23_0000, 256, WRITE, 0)
+        .publish(SLOT0, 1, REQ, &[0])
+        .wait_used(REQ, 1, "init")
+        .expect(0x23_0004, 0); // OutHeader.error
+    a.bytes_at(0x22_1000, &mkdir)
+        .desc(REQ, 2, 0x22_1000, mkdir.len() as u32, NEXT, 3)
+        .desc(REQ, 3, 0x23_1000, 256, WRITE, 0)
+        .publish(SLOT0, 1, REQ, &[0, 2])
+        .wait_used(REQ, 2, "mkdir")
+        .expect(0x23_1004, 0);
+    let code = finish(&mut a, "fs ok");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "fs.elf", &code);
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let fs = format!("tag=rootfs,dir={}", share.display());
+    let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--fs", &fs]), LIMIT);
+    assert_eq!(run.stdout, "fs ok\n", "stderr: {}", run.stderr);
+    assert!(run.status.success());
+    assert!(share.join("made").is_dir());
+
+    // Read-only: the same MKDIR is refused (EROFS) and nothing appears.
+    std::fs::remove_dir(share.join("made")).unwrap();
+    let mut a = Asm::new();
+    a.negotiate(SLOT0).queue(SLOT0, 1, REQ).driver_ok(SLOT0);
+    a.bytes_at(0x22_0000, &init)
+        .desc(REQ, 0, 0x22_0000, init.len() as u32, NEXT, 1)
+        .desc(REQ, 1, 0x23_0000, 256, WRITE, 0)
+        .publish(SLOT0, 1, REQ, &[0])
+        .wait_used(REQ, 1, "init");
+    a.bytes_at(0x22_1000, &mkdir)
+        .desc(REQ, 2, 0x22_1000, mkdir.len() as u32, NEXT, 3)
+        .desc(REQ, 3, 0x23_1000, 256, WRITE, 0)
+        .publish(SLOT0, 1, REQ, &[0, 2])
+        .wait_used(REQ, 2, "mkdir")
+        .expect(0x23_1004, (-libc::EROFS) as u32);
+    let code = finish(&mut a, "fs ro ok");
+    let kernel = write_guest(dir.path(), "fs-ro.elf", &code);
+    let fs = format!("tag=rootfs,dir={},readonly", share.display());
+    let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--fs", &fs]), LIMIT);
+    assert_eq!(run.stdout, "fs ro ok\n", "stderr: {}", run.stderr);
+    assert!(!share.join("made").exists());
+}
+
+#[test]
+fn blk_guest_writes_and_reads_sectors() {
+    if should_skip("blk_guest_writes_and_reads_sectors") {
+        return;
+    }
+    const Q: Ring = Ring::at(0x20_0000);
+    let header = |type_: u32, sector: u64| {
+        let mut h = Vec::new();
+        h.extend_from_slice(&type_.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        h.extend_from_slice(&sector.to_le_bytes());
+        h
+    };
+    let mut a = Asm::new();
+    a.negotiate(SLOT0).queue(SLOT0, 0, Q).driver_ok(SLOT0);
+    // Capacity in the config space: 8 sectors.
+    a.expect(SLOT0 + 0x100, 8);
+    // OUT: sector 2 gets "HULLDISK" then zeros.
+    a.bytes_at(0x22_0000, &header(1, 2))
+        .bytes_at(0x23_0000, b"HULLDISK")
+        .store(0x24_0000, 0xff)
+        .desc(Q, 0, 0x22_0000, 16, NEXT, 1)
+        .desc(Q, 1, 0x23_0000, 512, NEXT, 2)
+        .desc(Q, 2, 0x24_0000, 1, WRITE, 0)
+        .publish(SLOT0, 0, Q, &[0])
+        .wait_used(Q, 1, "out")
+        .load_eax(0x24_0000)
+        .cmp_eax(0)
+        .jne("fail");
+    // IN: sector 5, which the host filled with 0x55.
+    a.bytes_at(0x22_1000, &header(0, 5))
+        .store(0x24_1000, 0xff)
+        .desc(Q, 3, 0x22_1000, 16, NEXT, 4)
+        .desc(Q, 4, 0x23_1000, 512, WRITE | NEXT, 5)
+        .desc(Q, 5, 0x24_1000, 1, WRITE, 0)
+        .publish(SLOT0, 0, Q, &[0, 3])
+        .wait_used(Q, 2, "in")
+        .expect(0x24_1000, 0)
+        .expect(0x23_1000 + 508, 0x5555_5555);
+    // FLUSH.
+    a.bytes_at(0x22_2000, &header(4, 0))
+        .store(0x24_2000, 0xff)
+        .desc(Q, 6, 0x22_2000, 16, NEXT, 7)
+        .desc(Q, 7, 0x24_2000, 1, WRITE, 0)
+        .publish(SLOT0, 0, Q, &[0, 3, 6])
+        .wait_used(Q, 3, "flush")
+        .expect(0x24_2000, 0);
+    let code = finish(&mut a, "blk ok");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "blk.elf", &code);
+    let image = dir.path().join("disk.img");
+    let mut content = vec![0u8; 8 * 512];
+    content[5 * 512..6 * 512].fill(0x55);
+    std::fs::write(&image, &content).unwrap();
+    let blk = format!("path={},id=disk0", image.display());
+    let run = run_vmm(
+        &tiny_args(kernel.to_str().unwrap(), &["--blk", &blk]),
+        LIMIT,
+    );
+    assert_eq!(run.stdout, "blk ok\n", "stderr: {}", run.stderr);
+    assert!(run.status.success());
+    let after = std::fs::read(&image).unwrap();
+    assert_eq!(&after[1024..1032], b"HULLDISK");
+    assert_eq!(after[5 * 512..6 * 512], content[5 * 512..6 * 512]);
+}
+
+#[test]
+fn rng_guest_gets_random_bytes() {
+    if should_skip("rng_guest_gets_random_bytes") {
+        return;
+    }
+    const Q: Ring = Ring::at(0x20_0000);
+    let mut a = Asm::new();
+    a.negotiate(SLOT0).queue(SLOT0, 0, Q).driver_ok(SLOT0);
+    a.desc(Q, 0, 0x22_0000, 64, WRITE, 0)
+        .publish(SLOT0, 0, Q, &[0])
+        .wait_used(Q, 1, "rng")
+        // Used element 0: id 0, len 64.
+        .expect(Q.used + 4, 0)
+        .expect(Q.used + 8, 64);
+    // 16 bytes of zeros from a CSPRNG would be a 2^-128 event.
+    a.load_eax(0x22_0000).cmp_eax(0).jne("random");
+    a.load_eax(0x22_0004).cmp_eax(0).jne("random");
+    a.load_eax(0x22_0008).cmp_eax(0).jne("random");
+    a.load_eax(0x22_000c).cmp_eax(0).jne("random");
+    a.print("zeros\n").reset();
+    a.label("random");
+    let code = finish(&mut a, "rng ok");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "rng.elf", &code);
+    let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--rng"]), LIMIT);
+    assert_eq!(run.stdout, "rng ok\n", "stderr: {}", run.stderr);
+    assert!(run.status.success());
+}
+
+#[test]
+fn devices_are_announced_in_slot_order() {
+    if should_skip("devices_are_announced_in_slot_order") {
+        return;
+    }
+    // Reads each slot's DeviceID and prints one letter per device.
+    let mut a = Asm::new();
+    for (i, (id, letter)) in [(19u32, "v"), (26, "f"), (2, "b"), (4, "r")]
+        .into_iter()
+        .enumerate()
+    {
+        a.expect(SLOT0 + 0x1000 * i as u32 + 0x008, id)
+            .print(letter);
+    }
+    a.expect(SLOT0 + 0x4000, 0xffff_ffff); // nothing in the fifth slot
+    let code = finish(&mut a, "");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "slots.elf", &code);
+    let image = dir.path().join("d.img");
+    std::fs::write(&image, [0u8; 4096]).unwrap();
+    let uds = dir.path().join("v.sock");
+    let (vsock, fs, blk) = (
+        format!("uds={}", uds.display()),
+        format!("tag=t,dir={}", dir.path().display()),
+        format!("path={},readonly", image.display()),
+    );
+    let run = run_vmm(
+        &tiny_args(
+            kernel.to_str().unwrap(),
+            &["--vsock", &vsock, "--fs", &fs, "--blk", &blk, "--rng"],
+        ),
+        LIMIT,
+    );
+    assert_eq!(run.stdout, "vfbr\n", "stderr: {}", run.stderr);
+    assert!(run.status.success());
+}
+
+#[test]
+fn bad_device_options_fail_cleanly() {
+    // Some options are only checked once the VM exists.
+    if should_skip("bad_device_options_fail_cleanly") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "k.elf", &finish(&mut Asm::new(), "never"));
+    let k = kernel.to_str().unwrap();
+    let uds = dir.path().join("v.sock");
+    let vsock = format!("uds={}", uds.display());
+    let missing = dir.path().join("missing.img");
+    let blk = format!("path={}", missing.display());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--vsock", "cid=4"], "\"uds\" is required"),
+        (vec!["--fs", "tag=t"], "\"dir\" is required"),
+        (vec!["--blk", "path=/x,rw"], "unknown field \"rw\""),
+        (vec!["--net", "tap=t0,mac=01:00:00:00:00:01"], "multicast"),
+        (vec!["--net", "fd=99,mac=02:00:00:00:00:01"], "--net fd=99"),
+        (
+            vec!["--vsock", &vsock, "--fs", "tag=t,dir=/nonexistent/dir"],
+            "/nonexistent/dir",
+        ),
+        (vec!["--vsock", &vsock, "--blk", &blk], "missing.img"),
+    ];
+    for (extra, want) in cases {
+        let run = run_vmm(&tiny_args(k, &extra), LIMIT);
+        assert!(!run.status.success(), "{extra:?} succeeded");
+        assert!(run.stderr.contains(want), "{extra:?}: {}", run.stderr);
+        assert_eq!(run.stdout, "", "{extra:?}: the guest never ran");
+        assert!(!uds.exists(), "{extra:?} left the vsock socket behind");
+    }
+}
