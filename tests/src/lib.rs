@@ -2,4 +2,5 @@
 pub mod bundle;
 pub mod guest;
 pub mod hull_cli;
+pub mod netns;
 pub mod qemu;

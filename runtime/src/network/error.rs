@@ -7,11 +7,8 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("network namespace {0} does not exist")]
     NetnsMissing(PathBuf),
-    #[error("{path} is not a network namespace: {source}")]
-    NotNetns {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path} is not a network namespace: {why}")]
+    NotNetns { path: PathBuf, why: String },
     #[error(
         "interface {iface} in network namespace {netns} cannot be redirected to the VM: {why}"
     )]

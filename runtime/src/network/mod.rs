@@ -29,7 +29,7 @@ mod tc_redirect;
 mod tests;
 
 pub use error::{Error, Result};
-pub use spec::{guest_spec, netns_path};
+pub use spec::{check_netns, guest_spec, netns_path};
 pub use tap::{tap_name, tap_prefix, MAX_TAPS};
 
 /// One virtio-net NIC of the VM.

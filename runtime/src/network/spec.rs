@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use super::error::Result;
+use super::netns;
+
 /// The network namespace the container joins (`linux.namespaces` network with a
 /// `path`); None when it gets a new, empty one or shares the caller's.
 pub fn netns_path(spec: &Spec) -> Option<PathBuf> {
@@ -15,6 +18,15 @@ pub fn netns_path(spec: &Spec) -> Option<PathBuf> {
         .find(|n| n.typ() == LinuxNamespaceType::Network)?
         .path()
         .clone()
+}
+
+/// Checks, before anything is created, that the network namespace the spec names
+/// exists and is one (both sandboxes: runc's own error would not name the path).
+pub fn check_netns(spec: &Spec) -> Result<()> {
+    match netns_path(spec) {
+        Some(p) => netns::open(&p).map(drop),
+        None => Ok(()),
+    }
 }
 
 /// Adjusts the spec the guest agent gets: a network namespace path is a host path,
@@ -52,6 +64,35 @@ mod tests {
         let left = s.linux().as_ref().unwrap().namespaces().as_ref().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].typ(), LinuxNamespaceType::Pid);
+    }
+
+    #[test]
+    fn check_netns_names_a_missing_or_wrong_path() {
+        assert!(check_netns(&spec_with(r#"[{"type":"network"}]"#)).is_ok());
+        let e = check_netns(&spec_with(
+            r#"[{"type":"network","path":"/var/run/netns/hull-no-such-ns"}]"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "network namespace /var/run/netns/hull-no-such-ns does not exist"
+        );
+        // A namespace file of another kind, and a file that is no namespace.
+        for (path, why) in [
+            ("/proc/self/ns/uts", "another kind"),
+            ("/proc/self/status", "not a namespace file"),
+        ] {
+            let e = check_netns(&spec_with(&format!(
+                r#"[{{"type":"network","path":"{path}"}}]"#
+            )))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(path) && e.contains(why), "{e}");
+        }
+        assert!(check_netns(&spec_with(
+            r#"[{"type":"network","path":"/proc/self/ns/net"}]"#
+        ))
+        .is_ok());
     }
 
     #[test]
