@@ -7,6 +7,7 @@ pub mod fs;
 pub mod model;
 pub mod net;
 pub mod rng;
+pub mod vhost_user;
 pub mod vsock;
 pub mod worker;
 

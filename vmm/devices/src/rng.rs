@@ -9,7 +9,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestMemory};
 
 use crate::model::DeviceModel;
-use crate::worker::{QueueHandler, WorkerQueue};
+use crate::worker::{QueueHandler, QueueRef};
 
 /// virtio device ID of the entropy device.
 pub const VIRTIO_ID_RNG: u32 = 4;
@@ -107,10 +107,10 @@ fn fill_random(buf: &mut [u8]) -> io::Result<()> {
 }
 
 impl QueueHandler for Rng {
-    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [WorkerQueue]) -> Vec<usize> {
+    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize> {
         let mut used = Vec::new();
         for q in queues.iter_mut() {
-            match Rng::process(self, mem, &mut q.queue) {
+            match Rng::process(self, mem, q.queue) {
                 Ok(true) => used.push(q.index),
                 Ok(false) => {}
                 Err(e) => log::error!("virtio-rng: queue {}: {e}", q.index),

@@ -21,9 +21,20 @@ pub trait QueueHandler: Send + 'static {
         Vec::new()
     }
 
-    /// Does all ready work on `queues`; returns the driver's queue indices
-    /// ([`WorkerQueue::index`]) whose used rings need an interrupt. Never blocks.
-    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [WorkerQueue]) -> Vec<usize>;
+    /// Host-side work while the transport has no guest memory to lend yet (a
+    /// vhost-user front-end that has not sent its memory table).
+    fn process_host_only(&mut self) {}
+
+    /// Does all ready work on `queues` (the ones the driver set up); returns the
+    /// driver's indices of the queues whose used rings need an interrupt. Never blocks.
+    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize>;
+}
+
+/// A queue as a transport lends it to the device for one pass.
+pub struct QueueRef<'a> {
+    /// The driver's index of this queue.
+    pub index: usize,
+    pub queue: &'a mut Queue,
 }
 
 /// One queue the driver set up, configured fully by the transport (including
@@ -34,14 +45,6 @@ pub struct WorkerQueue {
     pub queue: Queue,
     /// Signalled when the driver notifies this queue (an ioeventfd).
     pub kick: EventFd,
-}
-
-/// Finds the queue the driver numbered `index`.
-pub fn queue_mut(queues: &mut [WorkerQueue], index: usize) -> Option<&mut Queue> {
-    queues
-        .iter_mut()
-        .find(|q| q.index == index)
-        .map(|q| &mut q.queue)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +137,14 @@ impl<H: QueueHandler> Worker<H> {
                             }
                         }
                     }
-                    for index in dev.process(&mem, &mut queues) {
+                    let mut refs: Vec<QueueRef<'_>> = queues
+                        .iter_mut()
+                        .map(|q| QueueRef {
+                            index: q.index,
+                            queue: &mut q.queue,
+                        })
+                        .collect();
+                    for index in dev.process(&mem, &mut refs) {
                         if let Err(e) = interrupt(index) {
                             log::error!("{label}: interrupt for queue {index}: {e}");
                         }

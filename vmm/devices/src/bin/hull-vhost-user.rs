@@ -1,14 +1,18 @@
 //! `hull-vhost-user`: serves hull's devices to QEMU as vhost-user backends, one device per
 //! process: `hull-vhost-user vsock --socket <vhost-user.sock> --uds-path <uds> --guest-cid 3`,
 //! `hull-vhost-user fs --socket <vhost-user.sock> --shared-dir <dir> [--tag <tag>] [--readonly]
-//! [--cache auto|never|metadata|always]`.
+//! [--cache auto|never|metadata|always]`,
+//! `hull-vhost-user blk --socket <vhost-user.sock> --path <image> [--readonly] [--id <serial>]`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hull_devices::fs::{CachePolicy, FsConfig};
-use hull_devices::vsock::{backend_vhost_user, Vsock};
+use hull_devices::blk::{BlkConfig, Block};
+use hull_devices::fs::{raise_fd_limit, CachePolicy, Fs, FsConfig};
+use hull_devices::vhost_user::serve;
+use hull_devices::vsock::Vsock;
+use vhost::vhost_user::message::VhostUserProtocolFeatures as Protocol;
 
 #[derive(Parser)]
 #[command(version, about = "hull's virtio devices as vhost-user backends")]
@@ -50,6 +54,21 @@ enum Device {
         #[arg(long, default_value = "auto")]
         cache: CachePolicy,
     },
+    /// virtio-blk on a raw image file (QEMU's `vhost-user-blk`).
+    Blk {
+        /// The vhost-user socket to listen on (QEMU's chardev connects to it).
+        #[arg(long)]
+        socket: PathBuf,
+        /// The raw image (or block device) to serve.
+        #[arg(long)]
+        path: PathBuf,
+        /// Refuse writes and discards; the guest sees a read-only disk.
+        #[arg(long)]
+        readonly: bool,
+        /// Serial the guest reads with GET_ID (at most 20 bytes).
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 /// Logs to stderr at the level named by `HULL_LOG` (error, warn, info, debug, trace).
@@ -84,8 +103,12 @@ fn main() -> ExitCode {
             uds_path,
             guest_cid,
         } => Vsock::new(guest_cid, &uds_path)
-            .map_err(backend_vhost_user::VhostUserError::from)
-            .and_then(|dev| backend_vhost_user::serve(dev, &socket)),
+            .map_err(|e| e.to_string())
+            .and_then(|dev| {
+                // The backend owns the config space (the CID).
+                let protocol = Protocol::CONFIG | Protocol::RESET_DEVICE;
+                serve("hull-vhost-user-vsock", dev, protocol, &socket).map_err(|e| e.to_string())
+            }),
         Device::Fs {
             socket,
             shared_dir,
@@ -96,24 +119,27 @@ fn main() -> ExitCode {
             let mut cfg = FsConfig::new(shared_dir, tag);
             cfg.readonly = readonly;
             cfg.cache = cache;
-            return serve_fs(&socket, cfg);
+            // Every inode the guest looks up holds an fd.
+            raise_fd_limit();
+            // QEMU owns the config space (its `tag=`); MQ: it asks how many queues we serve.
+            Fs::new(cfg).map_err(|e| e.to_string()).and_then(|dev| {
+                serve("hull-vhost-user-fs", dev, Protocol::MQ, &socket).map_err(|e| e.to_string())
+            })
         }
+        Device::Blk {
+            socket,
+            path,
+            readonly,
+            id,
+        } => Block::new(BlkConfig { path, readonly, id })
+            .map_err(|e| e.to_string())
+            .and_then(|dev| {
+                // QEMU reads the capacity with GET_CONFIG.
+                let protocol = Protocol::CONFIG | Protocol::MQ | Protocol::RESET_DEVICE;
+                serve("hull-vhost-user-blk", dev, protocol, &socket).map_err(|e| e.to_string())
+            }),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hull-vhost-user: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn serve_fs(socket: &Path, cfg: FsConfig) -> ExitCode {
-    use hull_devices::fs::{backend_vhost_user::serve, Fs};
-    match Fs::new(cfg)
-        .map_err(Into::into)
-        .and_then(|dev| serve(dev, socket))
-    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hull-vhost-user: {e}");

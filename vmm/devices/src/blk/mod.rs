@@ -25,7 +25,7 @@ use vm_memory::{Bytes, GuestMemory};
 
 use self::request::{Request, RequestKind, Segment};
 use crate::model::DeviceModel;
-use crate::worker::{QueueHandler, WorkerQueue};
+use crate::worker::{QueueHandler, QueueRef};
 
 /// virtio device ID of the block device.
 pub const VIRTIO_ID_BLOCK: u32 = 2;
@@ -347,10 +347,10 @@ fn device_size(file: &File) -> io::Result<u64> {
 }
 
 impl QueueHandler for Block {
-    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [WorkerQueue]) -> Vec<usize> {
+    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize> {
         let mut used = Vec::new();
         for q in queues.iter_mut() {
-            match Block::process(self, mem, &mut q.queue) {
+            match Block::process(self, mem, q.queue) {
                 Ok(true) => used.push(q.index),
                 Ok(false) => {}
                 Err(e) => log::error!("virtio-blk: queue {}: {e}", q.index),

@@ -3,7 +3,7 @@
 //! A host directory (the bundle's rootfs, a bind-mount volume) is served to the guest's
 //! FUSE client by fuse-backend-rs's passthrough file system, in this process, as
 //! Dragonball does. The device owns no queues: a transport (hull-vmm's virtio-mmio, or the
-//! vhost-user backend in [`backend_vhost_user`]) hands it one queue plus guest memory
+//! vhost-user backend in [`crate::vhost_user`]) hands it one queue plus guest memory
 //! whenever that queue is kicked, and signals the driver when [`Fs::process`] says so;
 //! [`worker`] runs it on its own thread for an in-process transport.
 //! Every queue (high-priority and request queues) is served the same way: requests are
@@ -19,7 +19,6 @@
 //! thread's credentials alone (raw `setresuid`/`setresgid`), so the rest of the VMM keeps
 //! its own; that needs a root (CAP_SETUID/CAP_SETGID) process, as virtiofsd does.
 
-pub mod backend_vhost_user;
 #[cfg(test)]
 mod tests;
 pub mod worker;
@@ -358,4 +357,24 @@ fn reply_error<W: Write>(w: &mut W, unique: u64, errno: i32) -> io::Result<()> {
         unique,
     };
     w.write_all(hdr.as_slice())
+}
+
+/// Every inode the guest has looked up holds an fd here: allow as many as the hard limit.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for the kernel to fill in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one is allowed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        log::warn!(
+            "virtio-fs: cannot raise the open-file limit: {}",
+            io::Error::last_os_error()
+        );
+    }
 }

@@ -6,13 +6,13 @@ use vm_memory::GuestMemory;
 
 use super::{Fs, NUM_QUEUES, QUEUE_MAX_SIZE, VIRTIO_ID_FS};
 use crate::model::DeviceModel;
-use crate::worker::{QueueHandler, WorkerQueue};
+use crate::worker::{QueueHandler, QueueRef};
 
 impl QueueHandler for Fs {
-    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [WorkerQueue]) -> Vec<usize> {
+    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize> {
         let mut used = Vec::new();
         for q in queues.iter_mut() {
-            match Fs::process(self, mem, &mut q.queue) {
+            match Fs::process(self, mem, q.queue) {
                 Ok(true) => used.push(q.index),
                 Ok(false) => {}
                 Err(e) => log::error!("virtio-fs: queue {}: {e}", q.index),
@@ -60,7 +60,7 @@ mod tests {
     use super::*;
     use crate::fs::FsConfig;
     use crate::test_utils::{test_memory, Buf, BufAlloc, TestQueue};
-    use crate::worker::Worker;
+    use crate::worker::{Worker, WorkerQueue};
     use std::io;
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 

@@ -22,7 +22,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use self::tap::VNET_HDR_LEN;
 use crate::model::DeviceModel;
-use crate::worker::{QueueHandler, WorkerQueue};
+use crate::worker::{QueueHandler, QueueRef};
 
 /// virtio device ID of the network device.
 pub const VIRTIO_ID_NET: u32 = 1;
@@ -254,12 +254,12 @@ impl QueueHandler for Net {
         )]
     }
 
-    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [WorkerQueue]) -> Vec<usize> {
+    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize> {
         let (mut rx, mut tx) = (None, None);
         for q in queues.iter_mut() {
             match q.index {
-                RX_QUEUE => rx = Some(&mut q.queue),
-                TX_QUEUE => tx = Some(&mut q.queue),
+                RX_QUEUE => rx = Some(&mut *q.queue),
+                TX_QUEUE => tx = Some(&mut *q.queue),
                 _ => {}
             }
         }

@@ -1,7 +1,7 @@
 //! virtio-vsock, independent of the transport that carries its queues.
 //!
 //! The device owns no queues: a transport (hull-vmm's virtio-mmio, or the vhost-user
-//! backend in [`backend_vhost_user`]) hands it the RX and TX queues plus guest memory
+//! backend in [`crate::vhost_user`]) hands it the RX and TX queues plus guest memory
 //! whenever a queue is kicked or the fd from [`Vsock::as_raw_fd`] is readable, and signals
 //! the driver as [`Notify`] says. The event queue is never used: this device has no
 //! transport-reset events to send.
@@ -10,7 +10,6 @@
 //! per-stream state machine with credit flow control, [`muxer`] maps streams to host Unix
 //! sockets, [`worker`] runs the device on a thread for an in-process transport.
 
-pub mod backend_vhost_user;
 pub mod connection;
 pub mod muxer;
 pub mod packet;

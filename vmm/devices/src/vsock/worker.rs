@@ -9,20 +9,24 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::{Vsock, NUM_QUEUES, QUEUE_MAX_SIZE, RX_QUEUE, TX_QUEUE, VIRTIO_ID_VSOCK};
 use crate::model::DeviceModel;
-use crate::worker::{QueueHandler, WorkerQueue};
+use crate::worker::{QueueHandler, QueueRef};
 
 impl QueueHandler for Vsock {
     fn host_fds(&self) -> Vec<(RawFd, EventSet)> {
         vec![(self.as_raw_fd(), EventSet::IN)]
     }
 
-    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [WorkerQueue]) -> Vec<usize> {
+    fn process_host_only(&mut self) {
+        self.process_host_events();
+    }
+
+    fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize> {
         // Split borrows: RX and TX are distinct entries.
         let (mut rx, mut tx) = (None, None);
         for q in queues.iter_mut() {
             match q.index {
-                RX_QUEUE => rx = Some(&mut q.queue),
-                TX_QUEUE => tx = Some(&mut q.queue),
+                RX_QUEUE => rx = Some(&mut *q.queue),
+                TX_QUEUE => tx = Some(&mut *q.queue),
                 _ => {}
             }
         }
