@@ -351,9 +351,10 @@ fn a_file_that_is_not_a_netns_is_refused() {
     let f = tempfile::NamedTempFile::new().unwrap();
     let e = attach_vm(f.path(), "c").unwrap_err();
     assert!(matches!(e, Error::NotNetns { .. }), "{e:?}");
+    let msg = e.to_string();
     assert!(
-        e.to_string().contains(&f.path().display().to_string()),
-        "{e}"
+        msg.contains(&f.path().display().to_string()) && msg.contains("not a namespace file"),
+        "{msg}"
     );
 }
 
