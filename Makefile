@@ -40,8 +40,11 @@ test: lint guest
 demo: build guest
 	scripts/demo.sh
 
-bench: build guest
-	$(CARGO) bench -p hull-vmm --bench boot
+# One table from one run (benches/): hull's VM and OS-level sandboxes beside runc, crun
+# and QEMU microvm, median/min/max over HULL_BENCH_RUNS runs, release builds.
+bench: setup guest
+	$(CARGO) build --release -p hull-runtime -p hull-devices -p hull-vmm -p hull-bench
+	$(CARGO) run --release -p hull-bench
 
 clean:
 	$(CARGO) clean
