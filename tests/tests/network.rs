@@ -349,6 +349,28 @@ fn mtu_mac_and_addresses_as_configured(sandbox: Sandbox) {
     assert_nothing_left(&hull, &[&m.ns]);
 }
 
+fn without_a_path_the_container_gets_a_new_empty_netns(sandbox: Sandbox) {
+    let hull = Hull::new(sandbox);
+    let b = Bundle::busybox(sandbox.name(), &["ls", "/sys/class/net"]);
+    let out = hull.run_fg(&hull.id("net-new"), &b);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    hull.assert_empty();
+}
+
+fn exec_joins_the_same_network(sandbox: Sandbox) {
+    let hull = Hull::new(sandbox);
+    let mut net = BridgeNet::new();
+    let m = net.add_member("02:00:00:00:0b:09", 1500);
+    let m = net.member(m);
+    let id = hull.id("net-exec");
+    let b = hull.bundle(&m.ns, "exec sleep 1000");
+    hull.run_detached(&id, &b);
+    let out = hull.ok(&["exec", &id, "sh", "-c", "cat /sys/class/net/*/address"]);
+    assert!(out.contains(&m.mac), "{out}");
+    hull.delete(&id);
+    assert_nothing_left(&hull, &[&m.ns]);
+}
+
 fn a_missing_netns_is_named(sandbox: Sandbox) {
     let hull = Hull::new(sandbox);
     let missing = format!("/var/run/netns/hull-missing-{}", std::process::id());
@@ -425,5 +447,7 @@ in_sandboxes!(
     two_containers_ping_and_echo,
     container_and_bridge_namespace_talk,
     mtu_mac_and_addresses_as_configured,
+    without_a_path_the_container_gets_a_new_empty_netns,
+    exec_joins_the_same_network,
     a_missing_netns_is_named,
 );
