@@ -19,6 +19,8 @@ use std::path::Path;
 use hull_protocol::NetInterface;
 
 mod error;
+#[cfg(test)]
+mod guest_tests;
 mod inventory;
 mod iproute;
 mod netns;

@@ -13,7 +13,7 @@ const ETHERTYPE: u16 = 0x88b5;
 /// virtio_net_hdr without mergeable buffers: the tap's default IFF_VNET_HDR size.
 const VNET_HDR_LEN: usize = 10;
 
-fn skip() -> bool {
+pub(super) fn skip() -> bool {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipping: needs root (network namespaces, taps)");
         return true;
@@ -42,7 +42,7 @@ fn sh(prog: &str, args: &[&str]) -> String {
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A named network namespace, deleted on drop.
-struct Ns(String);
+pub(super) struct Ns(pub(super) String);
 
 impl Ns {
     fn new() -> Ns {
@@ -54,10 +54,10 @@ impl Ns {
         sh("ip", &["netns", "add", &name]);
         Ns(name)
     }
-    fn path(&self) -> PathBuf {
+    pub(super) fn path(&self) -> PathBuf {
         PathBuf::from("/var/run/netns").join(&self.0)
     }
-    fn ip(&self, args: &[&str]) -> String {
+    pub(super) fn ip(&self, args: &[&str]) -> String {
         let mut all = vec!["-n", self.0.as_str()];
         all.extend_from_slice(args);
         sh("ip", &all)
@@ -68,7 +68,7 @@ impl Ns {
         let out = sh("ip", &all);
         serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap()
     }
-    fn links(&self) -> Vec<String> {
+    pub(super) fn links(&self) -> Vec<String> {
         let v: serde_json::Value = serde_json::from_str(&self.ip(&["-j", "link", "show"])).unwrap();
         let mut names: Vec<String> = v
             .as_array()
@@ -116,10 +116,10 @@ impl Drop for Ns {
     }
 }
 
-const MAC: &str = "02:00:00:00:5e:01";
+pub(super) const MAC: &str = "02:00:00:00:5e:01";
 
 /// A container namespace whose `eth0` is a veth to `p0` in a peer namespace.
-fn veth_pair() -> (Ns, Ns) {
+pub(super) fn veth_pair() -> (Ns, Ns) {
     let (ctr, peer) = (Ns::new(), Ns::new());
     ctr.ip(&[
         "link", "add", "eth0", "mtu", "1400", "address", MAC, "type", "veth", "peer", "name", "p0",
@@ -134,7 +134,7 @@ fn veth_pair() -> (Ns, Ns) {
     (ctr, peer)
 }
 
-fn id() -> String {
+pub(super) fn id() -> String {
     format!(
         "net-test-{}-{}",
         std::process::id(),
