@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the guest initramfs (/init = static hull-agent)
 # through the content-keyed cache and installs it as
-# ${HULL_ASSETS:-/var/lib/hull}/initramfs.img.
+# ${HULL_ASSETS:-/var/lib/hull}/initramfs.img, with the agent beside it as hull-agent.
 #
 # usage: scripts/build-guest-image.sh
 #   env: HULL_AGENT   a static hull-agent to pack (default: scripts/build-agent-static.sh)
@@ -21,3 +21,6 @@ extra=()
 [ -n "${HULL_BUSYBOX:-}" ] && extra=(--busybox "$HULL_BUSYBOX")
 "${CARGO:-cargo}" run -q --release -p hull-guest-image -- \
   build --agent "$agent" --out "$out" "${extra[@]}"
+
+# The runtime rebuilds the image from this agent on first use if the image is gone.
+install -D -m 0755 "$agent" "$(dirname "$out")/hull-agent"

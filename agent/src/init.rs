@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hull_protocol::guest::{
-    AGENT_VSOCK_PORT, BOOT_TIMER_MAGIC, BOOT_TIMER_PORT, CLOCK_ARG, HOSTNAME_ARG, SELFTEST_ARG,
+    AGENT_VSOCK_PORT, BOOT_TIMER_MAGIC, BOOT_TIMER_PORT, CLOCK_ARG, GUEST_SHARED_DIR, HOSTNAME_ARG,
+    SELFTEST_ARG, SHARE_ARG,
 };
 use nix::mount::{mount, MsFlags};
 use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
@@ -85,6 +86,9 @@ pub fn setup() {
         if let Err(e) = nix::unistd::sethostname(h) {
             log::warn!("hostname {h:?}: {e}");
         }
+    }
+    if let Some(tag) = args.get(SHARE_ARG) {
+        mount_share(tag);
     }
     if let Some(c) = args.get(CLOCK_ARG) {
         match c.parse::<i64>() {
@@ -183,6 +187,20 @@ fn mount_all() {
     // Userspace expects /dev/ptmx to be the devpts instance's.
     if !Path::new("/dev/ptmx").exists() {
         let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
+    }
+}
+
+/// The host's container files (rootfs, volumes) arrive over virtio-fs.
+fn mount_share(tag: &str) {
+    let _ = std::fs::create_dir_all(GUEST_SHARED_DIR);
+    if let Err(e) = mount(
+        Some(tag),
+        GUEST_SHARED_DIR,
+        Some("virtiofs"),
+        MsFlags::MS_NODEV,
+        None::<&str>,
+    ) {
+        log::error!("mounting virtio-fs {tag:?} on {GUEST_SHARED_DIR}: {e}");
     }
 }
 

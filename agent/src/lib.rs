@@ -15,6 +15,7 @@ pub mod host;
 pub mod init;
 pub mod logging;
 pub mod network;
+pub mod procs;
 pub mod reaper;
 pub(crate) mod seccomp;
 pub mod selftest;

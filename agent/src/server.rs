@@ -186,6 +186,10 @@ impl Server {
             Request::State { id } => (Response::State(e.state(&id)?), After::Nothing),
             Request::List => (Response::List(e.list()), After::Nothing),
             Request::Ps { id } => (Response::Pids(e.ps(&id)?), After::Nothing),
+            Request::ProcessList { id } => {
+                let procs = e.ps(&id)?.into_iter().filter_map(crate::procs::info);
+                (Response::Processes(procs.collect()), After::Nothing)
+            }
             Request::Pause { id } => ok(e.pause(&id)?),
             Request::Resume { id } => ok(e.resume(&id)?),
             Request::Update { id, resources } => ok(e.update(&id, &resources)?),

@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod console_bridge;
 pub mod error;
 pub mod logging;
 pub mod network;

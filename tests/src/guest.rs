@@ -36,6 +36,22 @@ pub fn require_initramfs() -> PathBuf {
     path
 }
 
+/// Checks that the VM sandbox has what it boots here: the guest kernel and image, and
+/// QEMU (hull-vmm needs hardware KVM; where it is missing the runtime uses QEMU).
+/// Panics, saying how to get what is missing: `make test` provides all of it, so a VM
+/// test must never pass by not running.
+pub fn require_vm_sandbox() {
+    require_kernel();
+    require_initramfs();
+    if hull_vmm::kvm::hardware_kvm_usable().is_err() {
+        assert!(
+            crate::qemu::qemu_binary().is_some(),
+            "qemu-system-x86_64 is missing and hardware KVM is not usable: install \
+             qemu-system-x86 (scripts/setup.sh; `make test` does it first)"
+        );
+    }
+}
+
 /// Writes an initramfs whose `/init` is `script` run by a static busybox (`/bin/sh`),
 /// with the usual mount points and `/dev/console`. For kernel tests that must not
 /// depend on the agent.

@@ -21,3 +21,10 @@ pub const CLOCK_ARG: &str = "hull.clock";
 pub const SELFTEST_PASS: &str = "hull-selftest: PASS";
 /// Prefix of the line the self-test prints on failure, followed by the reason.
 pub const SELFTEST_FAIL_PREFIX: &str = "hull-selftest: FAIL";
+
+/// Kernel argument naming the virtio-fs tag the host shares its container files
+/// through (`hull.share=<tag>`); the agent mounts it at [`GUEST_SHARED_DIR`].
+pub const SHARE_ARG: &str = "hull.share";
+/// Where the host's shared directory appears in the guest. A container `<id>` has its
+/// rootfs at `<this>/<id>/rootfs` and its bind-mount sources under `<this>/<id>/mounts`.
+pub const GUEST_SHARED_DIR: &str = "/run/hull/shared";

@@ -40,6 +40,11 @@ pub enum Request {
     Ps {
         id: String,
     },
+    /// The container's processes with what `ps -ef` shows of them, for hosts that
+    /// cannot see them (the VM sandbox); answered `Processes`.
+    ProcessList {
+        id: String,
+    },
     Pause {
         id: String,
     },
@@ -185,6 +190,7 @@ pub enum Response {
     State(ContainerState),
     List(Vec<ContainerState>),
     Pids(Vec<i32>),
+    Processes(Vec<ProcessInfo>),
     Stats(Stats),
     /// From now on the connection carries raw bytes.
     StreamAttached,
@@ -207,6 +213,20 @@ impl ExitStatus {
             ExitStatus::Signal(s) => 128 + s,
         }
     }
+}
+
+/// One process as `ps -ef` shows it, read from the agent's /proc.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub uid: u32,
+    /// Start time, seconds since the epoch.
+    pub start_time: u64,
+    /// CPU time (user + system) in seconds.
+    pub cpu_seconds: u64,
+    /// The command line, or `[comm]` for a process without one.
+    pub cmd: String,
 }
 
 /// OCI lifecycle status.

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hull_runtime::cli::{self, GlobalOpts};
 use hull_runtime::logging::{self, LogFormat};
+use hull_runtime::sandbox::vm::hypervisor::VmmChoice;
+use hull_runtime::sandbox::vm::supervisor as vm_supervisor;
 use hull_runtime::sandbox::SandboxKind;
 use hull_runtime::supervisor;
 
@@ -38,6 +40,11 @@ struct Cli {
     /// only). Default: the config's io.hull.sandbox annotation, else 'vm'
     #[arg(long, value_enum)]
     sandbox: Option<SandboxKind>,
+    /// Hypervisor of the VM sandbox: 'hull' (hull-vmm, needs hardware KVM), 'qemu'
+    /// (QEMU microvm) or 'auto' (hull-vmm where it can boot the guest, else QEMU).
+    /// Default: the config's io.hull.vmm annotation, else 'auto'
+    #[arg(long, value_enum)]
+    vmm: Option<VmmChoice>,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +83,8 @@ enum Command {
     Spec(cli::spec::SpecCmd),
     #[command(name = "__supervise", hide = true)]
     Supervise(supervisor::Supervise),
+    #[command(name = "__vm-supervise", hide = true)]
+    VmSupervise(vm_supervisor::VmSupervise),
     #[command(name = "__exec-attach", hide = true)]
     ExecAttach(cli::exec::ExecAttach),
 }
@@ -89,6 +98,7 @@ fn main() -> ExitCode {
         debug: args.debug,
         systemd_cgroup: args.systemd_cgroup,
         sandbox: args.sandbox,
+        vmm: args.vmm,
     };
     if let Err(e) = logging::init(g.log.as_deref(), g.log_format, g.debug) {
         eprintln!("hull: {e}");
@@ -111,6 +121,7 @@ fn main() -> ExitCode {
         Command::Features(a) => cli::features::features(a).map(|()| 0),
         Command::Spec(a) => cli::spec::spec(a).map(|()| 0),
         Command::Supervise(a) => Ok(supervisor::supervise(&g, a)),
+        Command::VmSupervise(a) => Ok(vm_supervisor::supervise(&g, a)),
         Command::ExecAttach(a) => cli::exec::exec_attach(&g, a),
     };
     match res {

@@ -71,8 +71,15 @@ pub fn create(g: &GlobalOpts, args: &Create) -> Result<Created> {
         }
         _ => {}
     }
+    if kind == SandboxKind::Vm && args.preserve_fds > 0 {
+        return Err(Error::Usage(
+            "--preserve-fds is not supported by the VM sandbox: host file descriptors \
+             cannot cross into the guest (use --sandbox os)"
+                .into(),
+        ));
+    }
     let sandbox = sandbox::for_kind(kind);
-    sandbox.check_available()?;
+    sandbox.check_available(g, &bundle)?;
     if g.systemd_cgroup {
         log::warn!("--systemd-cgroup: there is no systemd here; using cgroupfs");
     }
@@ -112,6 +119,8 @@ pub fn create(g: &GlobalOpts, args: &Create) -> Result<Created> {
         id,
         dir: &dir,
         globals: g,
+        bundle: &bundle,
+        console_socket: args.console_socket.as_deref(),
         inherit_stdio: args.console_socket.is_none(),
     })?;
     let mut client = launched.client;
@@ -122,16 +131,12 @@ pub fn create(g: &GlobalOpts, args: &Create) -> Result<Created> {
     guard.rec = Some(rec.clone());
     store.write_record(&rec)?;
 
+    let view = sandbox.guest_view(id, &bundle);
     let req = Request::Create(Box::new(CreateContainer {
         id: id.to_string(),
-        bundle: bundle.dir.to_string_lossy().into_owned(),
-        rootfs: Some(
-            sandbox
-                .agent_rootfs(&bundle.rootfs)
-                .to_string_lossy()
-                .into_owned(),
-        ),
-        spec: bundle.spec.clone(),
+        bundle: view.bundle.to_string_lossy().into_owned(),
+        rootfs: Some(view.rootfs.to_string_lossy().into_owned()),
+        spec: view.spec,
         stdio,
         no_pivot: args.no_pivot,
         preserve_fds: args.preserve_fds,

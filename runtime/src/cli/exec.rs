@@ -7,7 +7,7 @@
 
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,6 +16,7 @@ use oci_spec::runtime::{Capability, Process, Spec};
 
 use super::create::write_pid_file;
 use super::{unexpected, Container, GlobalOpts};
+use crate::console_bridge::ConsoleBridge;
 use crate::error::{Error, Result};
 use crate::state::{self, Record};
 use crate::stdio;
@@ -142,6 +143,13 @@ pub fn exec(g: &GlobalOpts, args: &Exec) -> Result<i32> {
                 .stderr(std::process::Stdio::null());
         } else if terminal {
             cmd.arg("--terminal");
+            if let Some(p) = &args.console_socket {
+                // The attach process relays a host pty whose master goes there.
+                cmd.arg("--console-socket").arg(p);
+                cmd.stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
         }
         let child = cmd
             .spawn()
@@ -154,15 +162,32 @@ pub fn exec(g: &GlobalOpts, args: &Exec) -> Result<i32> {
     if let Some(pid_file) = &args.pid_file {
         write_pid_file(pid_file, std::process::id() as i32)?;
     }
-    attach_and_wait(&c.rec, &exec_id, streams, terminal)
+    let console = args.console_socket.as_deref().filter(|_| streams);
+    attach_and_wait(&c.rec, &exec_id, streams, terminal, console)
 }
 
 /// Pumps the exec'd process's streams through our stdio (unless it has none to
 /// attach), forwards signals, and returns its exit code once it has exited and its
 /// output is drained.
-pub fn attach_and_wait(rec: &Record, exec_id: &str, streams: bool, terminal: bool) -> Result<i32> {
+/// With `console` (a terminal process in a sandbox whose agent cannot reach the
+/// caller's console socket), a host pty stands in for the caller's stdio.
+pub fn attach_and_wait(
+    rec: &Record,
+    exec_id: &str,
+    streams: bool,
+    terminal: bool,
+    console: Option<&Path>,
+) -> Result<i32> {
     let sandbox = crate::sandbox::for_kind(rec.sandbox);
     let id = rec.id.clone();
+    let bridge = match console {
+        Some(p) if streams && terminal => Some(ConsoleBridge::send_master(p)?),
+        _ => None,
+    };
+    let size_of_bridge = match &bridge {
+        Some(b) => Some(b.try_clone().map_err(Error::io("cloning the pty"))?),
+        None => None,
+    };
     {
         let rec = rec.clone();
         let exec_id = exec_id.to_string();
@@ -170,7 +195,11 @@ pub fn attach_and_wait(rec: &Record, exec_id: &str, streams: bool, terminal: boo
         stdio::forward_signals(move |sig| {
             let sandbox = crate::sandbox::for_kind(rec.sandbox);
             let req = if sig == libc::SIGWINCH {
-                match stdio::window_size(0) {
+                let size = match &size_of_bridge {
+                    Some(b) => b.window_size(),
+                    None => stdio::window_size(0),
+                };
+                match size {
                     Some((rows, cols)) if terminal => Request::ResizeTerminal {
                         id: rec.id.clone(),
                         exec_id: Some(exec_id.clone()),
@@ -204,7 +233,23 @@ pub fn attach_and_wait(rec: &Record, exec_id: &str, streams: bool, terminal: boo
     };
     let mut outputs = Vec::new();
     let mut _raw = None;
-    if streams && terminal {
+    if let (true, Some(bridge)) = (streams && terminal, &bridge) {
+        let t = attach(StreamKind::Terminal)?;
+        bridge.take_as_controlling_terminal();
+        if let Some((rows, cols)) = bridge.window_size() {
+            let _ = sandbox.connect(rec)?.call(&Request::ResizeTerminal {
+                id: id.clone(),
+                exec_id: Some(exec_id.to_string()),
+                rows,
+                cols,
+            });
+        }
+        outputs.push(
+            bridge
+                .relay(t)
+                .map_err(Error::io("relaying the terminal"))?,
+        );
+    } else if streams && terminal {
         let t = attach(StreamKind::Terminal)?;
         if stdio::is_tty(0) {
             if let Some((rows, cols)) = stdio::window_size(0) {
@@ -360,10 +405,24 @@ pub struct ExecAttach {
     /// The process's stdio went elsewhere (console socket): only wait
     #[arg(long)]
     pub no_streams: bool,
+    /// Relay the terminal through a host pty whose master goes to this socket
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
 }
 
 /// The background half of `exec --detach`.
 pub fn exec_attach(g: &GlobalOpts, args: &ExecAttach) -> Result<i32> {
     let rec = g.store().read_record(&args.container_id)?;
-    attach_and_wait(&rec, &args.exec_id, !args.no_streams, args.terminal)
+    if args.console_socket.is_some() {
+        // A session of our own, so that the relayed pty can be its controlling
+        // terminal and window-size changes reach us.
+        let _ = nix::unistd::setsid();
+    }
+    attach_and_wait(
+        &rec,
+        &args.exec_id,
+        !args.no_streams,
+        args.terminal,
+        args.console_socket.as_deref(),
+    )
 }

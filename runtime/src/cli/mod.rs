@@ -11,6 +11,7 @@ use hull_protocol::{Client, ExitStatus, Request, Response, Status};
 
 use crate::error::{Error, Result};
 use crate::logging::LogFormat;
+use crate::sandbox::vm::hypervisor::VmmChoice;
 use crate::sandbox::{self, Sandbox, SandboxKind};
 use crate::state::{process_alive, Record, Store};
 
@@ -40,6 +41,8 @@ pub struct GlobalOpts {
     pub systemd_cgroup: bool,
     /// `None`: the config's `io.hull.sandbox` annotation, else the VM sandbox.
     pub sandbox: Option<SandboxKind>,
+    /// `None`: the config's `io.hull.vmm` annotation, else auto.
+    pub vmm: Option<VmmChoice>,
 }
 
 impl GlobalOpts {

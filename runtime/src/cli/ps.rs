@@ -1,8 +1,9 @@
 //! `hull ps`: the container's processes, as `ps` shows them or as a JSON list of pids.
 
 use std::process::Command;
+use std::time::{Duration, UNIX_EPOCH};
 
-use hull_protocol::{Request, Response, Status};
+use hull_protocol::{ProcessInfo, Request, Response, Status};
 
 use super::{unexpected, Container, GlobalOpts};
 use crate::error::{Error, Result};
@@ -30,6 +31,25 @@ pub fn ps(g: &GlobalOpts, args: &Ps) -> Result<()> {
         &[Status::Created, Status::Running, Status::Paused],
         "list processes of",
     )?;
+    if args.format == PsFormat::Table && !c.sandbox.host_sees_processes() {
+        // The host's ps cannot see into a guest: the agent describes them.
+        if !args.ps_args.is_empty() {
+            return Err(Error::Usage(format!(
+                "ps options ({}) are not supported for container \"{}\": its processes \
+                 run in a VM, shown as `ps -ef` shows them",
+                args.ps_args.join(" "),
+                c.id()
+            )));
+        }
+        let procs = match c.call(&Request::ProcessList {
+            id: c.id().to_string(),
+        })? {
+            Response::Processes(p) => p,
+            other => return Err(unexpected(c.id(), other)),
+        };
+        print!("{}", ps_ef_table(&procs));
+        return Ok(());
+    }
     let pids = match c.call(&Request::Ps {
         id: c.id().to_string(),
     })? {
@@ -61,6 +81,32 @@ pub fn ps(g: &GlobalOpts, args: &Ps) -> Result<()> {
         filter_ps(&String::from_utf8_lossy(&out.stdout), &pids)?
     );
     Ok(())
+}
+
+/// The processes in `ps -ef`'s columns.
+fn ps_ef_table(procs: &[ProcessInfo]) -> String {
+    let mut out = String::from("UID          PID    PPID  C STIME TTY          TIME CMD\n");
+    for p in procs {
+        let user = match p.uid {
+            0 => "root".to_string(),
+            u => u.to_string(),
+        };
+        let stime = UNIX_EPOCH + Duration::from_secs(p.start_time);
+        let stime = crate::logging::rfc3339(stime);
+        // "2026-12-01T11:13:05..." -> "11:13"
+        let hhmm = stime.get(11..16).unwrap_or("?");
+        let t = p.cpu_seconds;
+        out.push_str(&format!(
+            "{user:<8} {:>7} {:>7}  0 {hhmm} ?        {:02}:{:02}:{:02} {}\n",
+            p.pid,
+            p.ppid,
+            t / 3600,
+            t / 60 % 60,
+            t % 60,
+            p.cmd
+        ));
+    }
+    out
 }
 
 /// Keeps `ps`'s header and the lines whose PID column is one of `pids`.
@@ -97,5 +143,23 @@ mod tests {
             "UID  PID PPID C CMD\nroot 42 1 0 sh\n"
         );
         assert!(filter_ps("USER X\n", &[1]).is_err());
+    }
+
+    #[test]
+    fn guest_processes_in_ps_ef_columns() {
+        let t = ps_ef_table(&[ProcessInfo {
+            pid: 1,
+            ppid: 0,
+            uid: 1000,
+            start_time: 0,
+            cpu_seconds: 3723,
+            cmd: "sleep 1000".into(),
+        }]);
+        let mut lines = t.lines();
+        assert!(lines.next().unwrap().ends_with("TIME CMD"));
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(row[..3], ["1000", "1", "0"]);
+        assert_eq!(row[6], "01:02:03");
+        assert_eq!(row[7..], ["sleep", "1000"]);
     }
 }

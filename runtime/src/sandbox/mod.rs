@@ -8,8 +8,10 @@ use std::process::Child;
 use std::str::FromStr;
 
 use hull_protocol::{Client, StdioMode};
+use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use crate::bundle::Bundle;
 use crate::cli::GlobalOpts;
 use crate::error::Result;
 use crate::state::Record;
@@ -53,6 +55,9 @@ pub struct LaunchContext<'a> {
     pub dir: &'a Path,
     /// Passed on to re-executed hull processes (log file, format, root).
     pub globals: &'a GlobalOpts,
+    pub bundle: &'a Bundle,
+    /// runc's `--console-socket`, for sandboxes whose host process relays the pty.
+    pub console_socket: Option<&'a Path>,
     /// Whether the host process keeps the caller's stdio (for the container). When
     /// not (a console socket), it must not hold them: the runc shim reads the
     /// command's output until EOF.
@@ -68,12 +73,19 @@ pub struct Launched {
     pub client: Client<UnixStream>,
 }
 
+/// Paths and spec of a bundle as the agent sees them.
+pub struct GuestView {
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub spec: Spec,
+}
+
 pub trait Sandbox {
     fn kind(&self) -> SandboxKind;
 
-    /// Fails with a one-line reason when this sandbox cannot run on this build or
-    /// host; called before any state is created.
-    fn check_available(&self) -> Result<()>;
+    /// Fails with a one-line reason when this sandbox cannot run this bundle on this
+    /// build or host; called before any state is created.
+    fn check_available(&self, g: &GlobalOpts, bundle: &Bundle) -> Result<()>;
 
     /// Starts the sandbox's host process (which inherits the caller's stdio) and
     /// returns once its agent answers.
@@ -85,12 +97,16 @@ pub trait Sandbox {
     /// How an exec'd process with a console socket gets its pty.
     fn exec_console(&self, console_socket: &Path) -> Result<StdioMode>;
 
-    /// The rootfs path as the agent sees it.
-    fn agent_rootfs(&self, rootfs: &Path) -> PathBuf;
+    /// The bundle as the agent sees it.
+    fn guest_view(&self, id: &str, bundle: &Bundle) -> GuestView;
 
     /// The pid the host reports for the container's init, from the agent's answer and
     /// the host process.
     fn host_init_pid(&self, agent_pid: i32, host_pid: i32) -> i32;
+
+    /// Whether the host's `ps` sees the container's processes (its agent's pids are
+    /// host pids).
+    fn host_sees_processes(&self) -> bool;
 
     /// A fresh protocol connection to the container's agent.
     fn connect(&self, rec: &Record) -> Result<Client<UnixStream>>;

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use hull_protocol::{Client, StdioMode};
 
-use super::{LaunchContext, Launched, Sandbox, SandboxKind};
+use super::{GuestView, LaunchContext, Launched, Sandbox, SandboxKind};
+use crate::bundle::Bundle;
+use crate::cli::GlobalOpts;
 use crate::error::{Error, Result};
 use crate::state::{process_alive, process_start_time, Record};
 
@@ -37,7 +39,7 @@ impl Sandbox for OsSandbox {
         SandboxKind::Os
     }
 
-    fn check_available(&self) -> Result<()> {
+    fn check_available(&self, _g: &GlobalOpts, _bundle: &Bundle) -> Result<()> {
         Ok(())
     }
 
@@ -105,12 +107,20 @@ impl Sandbox for OsSandbox {
         ))
     }
 
-    fn agent_rootfs(&self, rootfs: &Path) -> PathBuf {
-        rootfs.to_path_buf()
+    fn guest_view(&self, _id: &str, bundle: &Bundle) -> GuestView {
+        GuestView {
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            spec: bundle.spec.clone(),
+        }
     }
 
     fn host_init_pid(&self, agent_pid: i32, _host_pid: i32) -> i32 {
         agent_pid
+    }
+
+    fn host_sees_processes(&self) -> bool {
+        true
     }
 
     fn connect(&self, rec: &Record) -> Result<Client<UnixStream>> {

@@ -1,9 +1,10 @@
 //! End-to-end tests of the `hull` CLI against busybox bundles.
 //!
-//! Every case takes the sandbox it runs in, so the same cases run over each sandbox:
-//! `os` (namespaces + cgroups on the host) now; the VM sandbox joins the list in
-//! `sandbox_tests!` below once it can run here. Cases need root; without it (or without
-//! busybox) they print why and pass without running.
+//! Every case takes the sandbox it runs in, so the same cases run over each sandbox
+//! (`sandbox_tests!` at the end): `Os` (namespaces + cgroups on the host) and `Vm` (a
+//! microVM per container: hull-vmm on hardware KVM, QEMU elsewhere). Cases need root;
+//! without it (or without busybox) they print why and pass without running. `Vm` cases
+//! fail when QEMU or the guest kernel and image (`make guest`) are missing.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -17,25 +18,33 @@ use hull_tests::bundle::{self, Bundle};
 use hull_tests::hull_cli::hull_bin;
 use serde_json::Value;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sandbox {
     Os,
+    Vm,
 }
 
 impl Sandbox {
     fn name(self) -> &'static str {
         match self {
             Sandbox::Os => "os",
+            Sandbox::Vm => "vm",
         }
     }
 }
 
 /// Why the end-to-end cases cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
+fn skip_reason(sb: Sandbox) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("needs root (namespaces, cgroups)".into());
     }
-    bundle::unavailable()
+    if let Some(why) = bundle::unavailable() {
+        return Some(why);
+    }
+    if sb == Sandbox::Vm {
+        hull_tests::guest::require_vm_sandbox();
+    }
+    None
 }
 
 /// Longest any single hull command may take.
@@ -61,8 +70,8 @@ struct Hull {
 
 impl Hull {
     fn new(sandbox: Sandbox) -> Option<Hull> {
-        if let Some(why) = skip_reason() {
-            eprintln!("skipping: {why}");
+        if let Some(why) = skip_reason(sandbox) {
+            eprintln!("skipping ({} sandbox): {why}", sandbox.name());
             return None;
         }
         let root = tempfile::Builder::new()
@@ -172,7 +181,7 @@ impl Hull {
     }
 
     fn wait_status(&self, id: &str, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
         loop {
             let st = self.status(id);
             if st == want {
@@ -271,7 +280,8 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// Live processes whose command line names `root` (hull processes of that root).
+/// Live host processes of containers under `root`: supervisors and hypervisors
+/// (whose command lines name files under it).
 fn supervisors_of(root: &Path) -> Vec<i32> {
     let needle = root.to_string_lossy().into_owned();
     let mut found = Vec::new();
@@ -281,7 +291,10 @@ fn supervisors_of(root: &Path) -> Vec<i32> {
         };
         if let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(&needle) && cmd.contains("__supervise") && alive(pid) {
+            let host_process = ["supervise", "qemu-system", "hull-vmm"]
+                .iter()
+                .any(|p| cmd.contains(p));
+            if cmd.contains(&needle) && host_process && alive(pid) {
                 found.push(pid);
             }
         }
@@ -458,7 +471,7 @@ fn run_killed_by_signal(sb: Sandbox) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
     while h.run(&["state", &id]).stdout.is_empty() || h.status(&id) != "running" {
         assert!(Instant::now() < deadline, "container never ran");
         sleep(Duration::from_millis(20));
@@ -536,7 +549,7 @@ fn exec_processes(sb: Sandbox) {
     ]);
     let pid: i32 = fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     assert!(pid > 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
     while !b.rootfs().join(marker.trim_start_matches('/')).exists() {
         assert!(Instant::now() < deadline, "detached exec never ran");
         sleep(Duration::from_millis(20));
@@ -552,7 +565,13 @@ fn ps_pause_resume(sb: Sandbox) {
     h.sleeper(&id, &mut b);
     let init = h.state(&id)["pid"].as_i64().unwrap();
     let pids: Vec<i64> = serde_json::from_str(&h.ok(&["ps", "--format", "json", &id])).unwrap();
-    assert!(pids.contains(&init), "{pids:?} lacks {init}");
+    if sb == Sandbox::Os {
+        assert!(pids.contains(&init), "{pids:?} lacks {init}");
+    } else {
+        // Guest pids: the container's init is pid 1 of its pid namespace, and the
+        // host knows the VM supervisor as the container's pid.
+        assert!(!pids.is_empty(), "{pids:?}");
+    }
     let table = h.ok(&["ps", &id]);
     let mut lines = table.lines();
     assert!(lines.next().unwrap().contains("PID"));
@@ -581,20 +600,29 @@ fn update_memory_limit(sb: Sandbox) {
     let mut b = h.bundle(&[]);
     b.set_cgroups_path(&cg);
     h.sleeper(&id, &mut b);
-    h.ok(&["update", "--memory", "64m", &id]);
-    let host_v1 = Path::new("/sys/fs/cgroup/memory").join(cg.trim_start_matches('/'));
-    let host = if host_v1.exists() {
-        host_v1.join("memory.limit_in_bytes")
-    } else {
-        Path::new("/sys/fs/cgroup")
-            .join(cg.trim_start_matches('/'))
-            .join("memory.max")
+    // The limit as the kernel that enforces it sees it: the host's cgroup file, or the
+    // guest's, as the agent reads it from the container's cgroup there.
+    let limit = |h: &Hull| -> String {
+        if sb == Sandbox::Vm {
+            let stats: Value = serde_json::from_str(&h.ok(&["events", "--stats", &id])).unwrap();
+            return stats["data"]["memory"]["usage"]["limit"].to_string();
+        }
+        let host_v1 = Path::new("/sys/fs/cgroup/memory").join(cg.trim_start_matches('/'));
+        let host = if host_v1.exists() {
+            host_v1.join("memory.limit_in_bytes")
+        } else {
+            Path::new("/sys/fs/cgroup")
+                .join(cg.trim_start_matches('/'))
+                .join("memory.max")
+        };
+        fs::read_to_string(&host).unwrap().trim().to_string()
     };
-    assert_eq!(fs::read_to_string(&host).unwrap().trim(), "67108864");
+    h.ok(&["update", "--memory", "64m", &id]);
+    assert_eq!(limit(&h), "67108864");
     let res = h.root().join("res.json");
     fs::write(&res, r#"{"memory":{"limit":33554432}}"#).unwrap();
     h.ok(&["update", "--resources", res.to_str().unwrap(), &id]);
-    assert_eq!(fs::read_to_string(&host).unwrap().trim(), "33554432");
+    assert_eq!(limit(&h), "33554432");
     let stats: Value = serde_json::from_str(&h.ok(&["events", "--stats", &id])).unwrap();
     assert_eq!(stats["type"], "stats");
     assert_eq!(stats["data"]["memory"]["usage"]["limit"], 33554432);
@@ -636,6 +664,12 @@ fn supervisor_killed_from_outside(sb: Sandbox) {
         sleep(Duration::from_millis(10));
     }
     assert_eq!(h.status(&id), "stopped");
+    // The VM went with its supervisor.
+    assert!(
+        supervisors_of(h.root()).is_empty(),
+        "{:?}",
+        supervisors_of(h.root())
+    );
     h.ok(&["delete", &id]);
     h.assert_gone(&id, &[sup, init], Some(&cg));
 }
@@ -850,7 +884,7 @@ fn run_detached_and_forwarded_signals(sb: Sandbox) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
     while h.run(&["state", &id]).stdout.is_empty() || h.status(&id) != "running" {
         assert!(Instant::now() < deadline, "container never ran");
         sleep(Duration::from_millis(20));
@@ -983,6 +1017,20 @@ fn preserve_fds(sb: Sandbox) {
     let Some(h) = Hull::new(sb) else { return };
     let id = unique("fds");
     let b = h.bundle(&["sh", "-c", "echo via-fd-3 >&3"]);
+    if sb == Sandbox::Vm {
+        // Host file descriptors cannot cross into a guest: refused, nothing left.
+        let err = h.fails(&[
+            "run",
+            "--preserve-fds",
+            "1",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            &id,
+        ]);
+        assert!(err.contains("--preserve-fds"), "{err}");
+        assert!(!h.root().join(&id).exists());
+        return;
+    }
     let shared = h.root().join("fd3.txt");
     // The shell opens fd 3 (without close-on-exec) and execs hull with it.
     let hull = h.cmd(&[
@@ -1046,6 +1094,27 @@ sandbox_tests!(Os:
     concurrent_short_runs,
 );
 
+sandbox_tests!(Vm:
+    run_exit_codes,
+    run_stdio,
+    run_env_cwd_user_hostname,
+    lifecycle_and_signals,
+    run_killed_by_signal,
+    exec_processes,
+    ps_pause_resume,
+    update_memory_limit,
+    delete_force_running,
+    supervisor_killed_from_outside,
+    two_containers_and_list,
+    bad_bundles_leave_nothing,
+    unknown_and_invalid_ids,
+    run_detached_and_forwarded_signals,
+    terminals,
+    preserve_fds,
+    failures_late_in_create_leave_nothing,
+    concurrent_short_runs,
+);
+
 // Sandbox-independent commands.
 
 #[test]
@@ -1080,13 +1149,25 @@ fn spec_and_features() {
 }
 
 #[test]
-fn vm_sandbox_says_what_is_missing() {
+fn vm_sandbox_says_which_guest_file_is_missing() {
     let Some(h) = Hull::new(Sandbox::Os) else {
         return;
     };
+    let empty = tempfile::tempdir().unwrap();
     let b = Bundle::busybox("vm", &["true"]);
     let id = unique("vm");
-    let err = h.fails(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
-    assert!(err.contains("VM sandbox"), "{err}");
+    let out = h
+        .cmd(&["create", "--bundle", b.path().to_str().unwrap(), &id])
+        .env("HULL_ASSETS", empty.path())
+        .env("HULL_QEMU", "/bin/true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    let kernel = empty.path().join("vmlinux");
+    assert!(
+        err.contains(kernel.to_str().unwrap()) && err.contains("make guest"),
+        "{err}"
+    );
     assert!(!h.root().join(&id).exists());
 }

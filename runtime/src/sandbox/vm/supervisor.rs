@@ -1,0 +1,346 @@
+//! `hull __vm-supervise`: the VM sandbox's host process for one container, the pid
+//! `--pid-file` gets. It binds the container's files into the shared directory (in a
+//! mount namespace of its own), serves hull's devices to QEMU (or leaves them to
+//! hull-vmm), starts the hypervisor, relays the container's stdio, and exits with the
+//! container's exit status once it has recorded it and powered the VM off.
+
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use hull_protocol::guest::AGENT_VSOCK_PORT;
+use hull_protocol::{Client, ExitStatus, Request, Response, StreamKind};
+use nix::sys::signal::{SigSet, Signal};
+use oci_spec::runtime::Spec;
+
+use super::assets;
+use super::hybrid_vsock;
+use super::hypervisor::Hypervisor;
+use super::launch::{self, GuestSpec};
+use super::layout::Layout;
+use super::shared_fs;
+use super::sizing;
+use crate::cli::GlobalOpts;
+use crate::console_bridge::ConsoleBridge;
+use crate::error::{Error, Result};
+use crate::state::{self, process_start_time, Store};
+use crate::stdio;
+use crate::supervisor::ERROR_FILE;
+
+/// How long the guest may take to boot to a serving agent (TCG under load is slow).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `hull create` may take to create the container once the agent serves.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long output may keep draining after the container exited.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the guest gets to power off before the hypervisor is killed.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct VmSupervise {
+    /// The hypervisor `create` resolved: hull-vmm or qemu
+    #[arg(long, value_parser = parse_hypervisor)]
+    pub hypervisor: Hypervisor,
+    /// runc's console socket: the container's pty master goes there
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    pub container_id: String,
+}
+
+fn parse_hypervisor(s: &str) -> std::result::Result<Hypervisor, String> {
+    match s {
+        "hull-vmm" => Ok(Hypervisor::HullVmm),
+        "qemu" => Ok(Hypervisor::Qemu),
+        _ => Err(format!("unknown hypervisor {s:?}")),
+    }
+}
+
+/// Set once the exit status is being recorded, so that exactly one thread does it.
+static FINISHING: AtomicBool = AtomicBool::new(false);
+
+/// Runs the supervisor; returns only on a set-up failure (the exit code), otherwise
+/// the process exits from [`finish`].
+pub fn supervise(g: &GlobalOpts, args: &VmSupervise) -> i32 {
+    let id = args.container_id.as_str();
+    let _ = nix::unistd::setsid();
+    // Before any thread exists, so that all of them inherit the mask: SIGWINCH is
+    // read by the console relay; SIGHUP arrives when the caller closes the master.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGWINCH);
+    set.add(Signal::SIGHUP);
+    let _ = set.thread_block();
+    let store = g.store();
+    let err = match run(g, &store, args, set) {
+        Ok(()) => return 0,
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    log::error!("VM supervisor of container {id:?}: {msg}");
+    if let Ok(dir) = store.dir(id) {
+        let _ = state::write_atomic(&dir.join(ERROR_FILE), msg.as_bytes());
+    }
+    255
+}
+
+fn run(g: &GlobalOpts, store: &Store, args: &VmSupervise, signals: SigSet) -> Result<()> {
+    let id = args.container_id.clone();
+    let dir = store.dir(&id)?;
+    let rec = store.read_record(&id)?;
+    let spec: Spec = state::read_json(&dir.join(state::SPEC))?;
+    let layout = Layout::new(&dir);
+
+    if let Some(cg) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+    {
+        super::host_cgroup::join(cg, &layout.host_cgroups)?;
+    }
+    let plan = shared_fs::plan(&id, &rec.rootfs, &spec);
+    shared_fs::enter_private_mount_namespace()?;
+    shared_fs::apply(&layout.shared, &plan.binds)?;
+    let console = match &args.console_socket {
+        Some(p) => Some(ConsoleBridge::send_master(p)?),
+        None => None,
+    };
+    let guest = GuestSpec {
+        assets: &assets::locate()?,
+        size: sizing::from_spec(&spec)?,
+        hostname: spec.hostname().as_deref().unwrap_or(""),
+        layout: &layout,
+        debug: g.debug,
+    };
+    // Threads serving QEMU until it disconnects.
+    let _backends = match args.hypervisor {
+        Hypervisor::Qemu => Some(super::backends::start(&layout)?),
+        Hypervisor::HullVmm => None,
+    };
+    let mut cmd = launch::command(&guest, args.hypervisor)?;
+    let vmm_log = std::fs::File::create(dir.join("vmm.log")).map_err(Error::io(format!(
+        "creating {}",
+        dir.join("vmm.log").display()
+    )))?;
+    cmd.stdin(Stdio::null())
+        .stdout(
+            vmm_log
+                .try_clone()
+                .map_err(Error::io("duplicating the VMM log"))?,
+        )
+        .stderr(vmm_log);
+    die_with_parent(&mut cmd);
+    log::debug!("container {id:?}: starting {:?}", cmd);
+    let vmm = cmd
+        .spawn()
+        .map_err(Error::io(format!("starting {}", args.hypervisor)))?;
+    let vmm_pid = vmm.id() as i32;
+    let _ = state::write_atomic(
+        &layout.vmm_pid,
+        format!("{vmm_pid} {}", process_start_time(vmm_pid).unwrap_or(0)).as_bytes(),
+    );
+    let (vmm_gone_tx, vmm_gone) = mpsc::channel();
+    watch_vmm(
+        vmm,
+        args.hypervisor,
+        store.clone(),
+        id.clone(),
+        dir.clone(),
+        vmm_gone_tx,
+    );
+
+    let mut agent = connect_agent(&layout.vsock, BOOT_TIMEOUT)?;
+    wait_created(&mut agent, &id)?;
+    let outputs = attach_stdio(&layout.vsock, &id, console, signals)?;
+    let status = match agent.call(&Request::Wait {
+        id: id.clone(),
+        exec_id: None,
+    }) {
+        Ok(Response::Exited(st)) => st,
+        Ok(other) => return Err(Error::Sandbox(format!("wait: unexpected {other:?}"))),
+        Err(e) => return Err(Error::Sandbox(format!("wait: {e}"))),
+    };
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    for h in outputs {
+        while !h.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    if FINISHING.swap(true, Ordering::SeqCst) {
+        // The VMM died at the same moment; its watcher is ending the process.
+        loop {
+            thread::park();
+        }
+    }
+    if let Err(e) = store.write_exit(&id, status) {
+        log::error!("container {id:?}: recording exit status: {e}");
+    }
+    let _ = agent.call(&Request::Shutdown);
+    if vmm_gone.recv_timeout(POWEROFF_TIMEOUT).is_err() {
+        log::warn!("container {id:?}: the VM did not power off; killing it");
+        // SAFETY: plain syscall; the watcher has not reaped the pid, so it is ours.
+        unsafe { libc::kill(vmm_pid, libc::SIGKILL) };
+        let _ = vmm_gone.recv_timeout(POWEROFF_TIMEOUT);
+    }
+    std::process::exit(status.as_exit_code())
+}
+
+/// The hypervisor must not outlive the supervisor (a `kill -9` of the pid in the pid
+/// file ends the whole VM).
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // syscalls.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Reaps the hypervisor. If the VM ends before the container's exit was recorded (it
+/// crashed, or was killed from outside), records the container as killed and ends
+/// this process, saying why for a `create` still waiting.
+fn watch_vmm(
+    mut vmm: Child,
+    hv: Hypervisor,
+    store: Store,
+    id: String,
+    dir: PathBuf,
+    gone: mpsc::Sender<()>,
+) {
+    thread::spawn(move || {
+        let st = vmm.wait();
+        if FINISHING.swap(true, Ordering::SeqCst) {
+            let _ = gone.send(());
+            return;
+        }
+        let why = format!(
+            "{hv} exited ({}) before the container did{}",
+            st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            log_tail(&dir)
+        );
+        log::error!("container {id:?}: {why}");
+        let _ = state::write_atomic(&dir.join(ERROR_FILE), why.as_bytes());
+        let killed = ExitStatus::Signal(libc::SIGKILL);
+        if store.read_record(&id).is_ok_and(|r| r.created_ok) {
+            let _ = store.write_exit(&id, killed);
+        }
+        std::process::exit(killed.as_exit_code());
+    });
+}
+
+/// The last lines of the hypervisor's and the guest console's output.
+fn log_tail(dir: &Path) -> String {
+    let mut out = String::new();
+    for f in ["vmm.log", "console.log"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(f)) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+        if !tail.is_empty() {
+            out.push_str(&format!("; {f}: {tail}"));
+        }
+    }
+    out
+}
+
+/// A protocol connection to the guest agent, retried until it serves.
+pub fn connect_agent(uds: &Path, timeout: Duration) -> Result<Client<UnixStream>> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("not tried");
+    while Instant::now() < deadline {
+        match hybrid_vsock::connect(uds, AGENT_VSOCK_PORT) {
+            Ok(s) => match Client::handshake(s) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Err(Error::Sandbox(format!(
+        "the guest agent did not answer on {} within {timeout:?}: {last}",
+        uds.display()
+    )))
+}
+
+/// Waits until `hull create` has had the agent create the container.
+fn wait_created(agent: &mut Client<UnixStream>, id: &str) -> Result<()> {
+    let deadline = Instant::now() + CREATE_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Response::State(_)) = agent.call(&Request::State { id: id.into() }) {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Err(Error::Sandbox(format!(
+        "container {id:?} was not created within {CREATE_TIMEOUT:?}"
+    )))
+}
+
+/// Relays the container's stdio: our own stdio to its streams, or its terminal to the
+/// pty whose master went to the console socket. Returns the output relays.
+fn attach_stdio(
+    uds: &Path,
+    id: &str,
+    console: Option<ConsoleBridge>,
+    signals: SigSet,
+) -> Result<Vec<JoinHandle<()>>> {
+    let attach = |kind: StreamKind| -> Result<UnixStream> {
+        connect_agent(uds, Duration::from_secs(10))?
+            .into_stream(&Request::AttachStream {
+                id: id.to_string(),
+                exec_id: None,
+                stream: kind,
+            })
+            .map_err(Error::agent(id))
+    };
+    let Some(console) = console else {
+        let stdin = attach(StreamKind::Stdin)?;
+        let stdout = attach(StreamKind::Stdout)?;
+        let stderr = attach(StreamKind::Stderr)?;
+        stdio::pump_stdin(stdin);
+        return Ok(vec![stdio::pump_out(stdout, 1), stdio::pump_out(stderr, 2)]);
+    };
+    let terminal = attach(StreamKind::Terminal)?;
+    console.take_as_controlling_terminal();
+    let resize = {
+        let uds = uds.to_path_buf();
+        let id = id.to_string();
+        move |size: Option<(u16, u16)>| {
+            let Some((rows, cols)) = size else {
+                return;
+            };
+            if let Ok(mut c) = connect_agent(&uds, Duration::from_secs(5)) {
+                let _ = c.call(&Request::ResizeTerminal {
+                    id: id.clone(),
+                    exec_id: None,
+                    rows,
+                    cols,
+                });
+            }
+        }
+    };
+    resize(console.window_size());
+    let output = console
+        .relay(terminal)
+        .map_err(Error::io("relaying the terminal"))?;
+    thread::spawn(move || loop {
+        if let Ok(Signal::SIGWINCH) = signals.wait() {
+            resize(console.window_size());
+        }
+    });
+    Ok(vec![output])
+}
