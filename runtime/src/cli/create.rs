@@ -78,6 +78,8 @@ pub fn create(g: &GlobalOpts, args: &Create) -> Result<Created> {
                 .into(),
         ));
     }
+    crate::network::check_netns(&bundle.spec)
+        .map_err(|e| Error::Bundle(format!("{}: {e}", bundle.dir.join("config.json").display())))?;
     let sandbox = sandbox::for_kind(kind);
     sandbox.check_available(g, &bundle)?;
     if g.systemd_cgroup {

@@ -1,6 +1,7 @@
 //! The hypervisor command lines: the same guest (kernel, initramfs, command line,
 //! vsock, shared directory) on hull-vmm or on QEMU microvm.
 
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::process::Command;
 
@@ -24,6 +25,8 @@ pub struct GuestSpec<'a> {
     pub hostname: &'a str,
     pub layout: &'a Layout,
     pub debug: bool,
+    /// virtio-net NICs: a tap fd (inherited by the hypervisor) and the guest MAC.
+    pub nics: &'a [(RawFd, String)],
 }
 
 /// The kernel command line for `hv`.
@@ -125,6 +128,13 @@ fn qemu(g: &GuestSpec) -> Result<Command> {
             "-device",
             &format!("vhost-user-fs-device,chardev=fs,tag={SHARE_TAG},queue-size=1024"),
         ]);
+    for (n, (fd, mac)) in g.nics.iter().enumerate() {
+        c.args(["-netdev", &format!("tap,id=net{n},fd={fd}")])
+            .args([
+                "-device",
+                &format!("virtio-net-device,netdev=net{n},mac={mac}"),
+            ]);
+    }
     Ok(c)
 }
 
@@ -152,6 +162,7 @@ mod tests {
             hostname: "web-1",
             layout: &layout,
             debug: false,
+            nics: &[],
         };
         let q = cmdline(&g, Hypervisor::Qemu);
         assert!(

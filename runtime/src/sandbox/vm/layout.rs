@@ -20,6 +20,8 @@ pub struct Layout {
     pub vmm_pid: PathBuf,
     /// The host cgroup directories the supervisor created.
     pub host_cgroups: PathBuf,
+    /// Written by the supervisor once the guest agent serves, networking included.
+    pub ready: PathBuf,
 }
 
 impl Layout {
@@ -32,6 +34,7 @@ impl Layout {
             console_log: dir.join("console.log"),
             vmm_pid: dir.join("vmm.pid"),
             host_cgroups: dir.join("host-cgroups.json"),
+            ready: dir.join("vm.ready"),
         }
     }
 }

@@ -106,7 +106,8 @@ impl Sandbox for VmSandbox {
                     ctx.id
                 )));
             }
-            if layout.vsock.exists() {
+            // Ready: the agent serves and the guest's network is configured.
+            if layout.ready.exists() {
                 match hybrid_vsock::connect(&layout.vsock, AGENT_VSOCK_PORT) {
                     Ok(s) => {
                         let client = Client::handshake(s).map_err(Error::agent(ctx.id))?;
@@ -146,10 +147,12 @@ impl Sandbox for VmSandbox {
     }
 
     fn guest_view(&self, id: &str, bundle: &Bundle) -> GuestView {
+        let mut spec = shared_fs::plan(id, &bundle.rootfs, &bundle.spec).guest_spec;
+        crate::network::guest_spec(&mut spec);
         GuestView {
             bundle: shared_fs::guest_bundle(id),
             rootfs: shared_fs::guest_rootfs(id),
-            spec: shared_fs::plan(id, &bundle.rootfs, &bundle.spec).guest_spec,
+            spec,
         }
     }
 
@@ -174,7 +177,7 @@ impl Sandbox for VmSandbox {
         Client::handshake(s).map_err(Error::agent(&rec.id))
     }
 
-    fn destroy(&self, _rec: &Record, dir: &Path) -> Result<()> {
+    fn destroy(&self, rec: &Record, dir: &Path) -> Result<()> {
         // Mounts and device backends died with the supervisor; the hypervisor dies
         // with it too (PDEATHSIG), unless it was started in the instant the
         // supervisor was killed: check.
@@ -192,6 +195,13 @@ impl Sandbox for VmSandbox {
             }
         }
         host_cgroup::remove(&layout.host_cgroups);
+        // Taps a killed supervisor could not remove.
+        let spec: Option<oci_spec::runtime::Spec> =
+            crate::state::read_json(&dir.join(crate::state::SPEC)).ok();
+        if let Some(netns) = spec.as_ref().and_then(crate::network::netns_path) {
+            crate::network::detach_vm(&netns, &rec.id)
+                .map_err(|e| Error::Sandbox(format!("container \"{}\": {e}", rec.id)))?;
+        }
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! hull-vmm), starts the hypervisor, relays the container's stdio, and exits with the
 //! container's exit status once it has recorded it and powered the VM off.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use super::sizing;
 use crate::cli::GlobalOpts;
 use crate::console_bridge::ConsoleBridge;
 use crate::error::{Error, Result};
+use crate::network;
 use crate::state::{self, process_start_time, Store};
 use crate::stdio;
 use crate::supervisor::ERROR_FILE;
@@ -108,12 +110,27 @@ fn run(g: &GlobalOpts, store: &Store, args: &VmSupervise, signals: SigSet) -> Re
         Some(p) => Some(ConsoleBridge::send_master(p)?),
         None => None,
     };
+    let netns = network::netns_path(&spec);
+    let nics = match &netns {
+        Some(ns) => network::attach_vm(ns, &id).map_err(|e| Error::Sandbox(e.to_string()))?,
+        None => Vec::new(),
+    };
+    // However this process ends from here on, the taps go (destroy() covers SIGKILL).
+    let _taps = Taps {
+        netns: netns.clone(),
+        id: id.clone(),
+    };
+    let nic_args: Vec<(RawFd, String)> = nics
+        .iter()
+        .map(|n| (n.tap.as_raw_fd(), n.guest.mac.clone()))
+        .collect();
     let guest = GuestSpec {
         assets: &assets::locate()?,
         size: sizing::from_spec(&spec)?,
         hostname: spec.hostname().as_deref().unwrap_or(""),
         layout: &layout,
         debug: g.debug,
+        nics: &nic_args,
     };
     // Threads serving QEMU until it disconnects.
     let _backends = match args.hypervisor {
@@ -132,7 +149,8 @@ fn run(g: &GlobalOpts, store: &Store, args: &VmSupervise, signals: SigSet) -> Re
                 .map_err(Error::io("duplicating the VMM log"))?,
         )
         .stderr(vmm_log);
-    die_with_parent(&mut cmd);
+    let inherited: Vec<RawFd> = nic_args.iter().map(|(fd, _)| *fd).collect();
+    die_with_parent(&mut cmd, inherited);
     log::debug!("container {id:?}: starting {:?}", cmd);
     let vmm = cmd
         .spawn()
@@ -153,6 +171,20 @@ fn run(g: &GlobalOpts, store: &Store, args: &VmSupervise, signals: SigSet) -> Re
     );
 
     let mut agent = connect_agent(&layout.vsock, BOOT_TIMEOUT)?;
+    if !nics.is_empty() {
+        let interfaces = nics.iter().map(|n| n.guest.clone()).collect();
+        match agent.call(&Request::ConfigureNetwork { interfaces }) {
+            Ok(Response::Ok) => {}
+            Ok(other) => return Err(Error::Sandbox(format!("network: unexpected {other:?}"))),
+            Err(e) => {
+                return Err(Error::Sandbox(format!(
+                    "configuring the guest's network: {e}"
+                )))
+            }
+        }
+    }
+    drop(nics);
+    state::write_atomic(&layout.ready, b"")?;
     wait_created(&mut agent, &id)?;
     let outputs = attach_stdio(&layout.vsock, &id, console, signals)?;
     let status = match agent.call(&Request::Wait {
@@ -185,12 +217,29 @@ fn run(g: &GlobalOpts, store: &Store, args: &VmSupervise, signals: SigSet) -> Re
         unsafe { libc::kill(vmm_pid, libc::SIGKILL) };
         let _ = vmm_gone.recv_timeout(POWEROFF_TIMEOUT);
     }
+    drop(_taps);
     std::process::exit(status.as_exit_code())
 }
 
+/// Removes the container's taps when dropped.
+struct Taps {
+    netns: Option<PathBuf>,
+    id: String,
+}
+
+impl Drop for Taps {
+    fn drop(&mut self) {
+        if let Some(ns) = &self.netns {
+            if let Err(e) = network::detach_vm(ns, &self.id) {
+                log::warn!("container {:?}: {e}", self.id);
+            }
+        }
+    }
+}
+
 /// The hypervisor must not outlive the supervisor (a `kill -9` of the pid in the pid
-/// file ends the whole VM).
-fn die_with_parent(cmd: &mut Command) {
+/// file ends the whole VM). `inherit`: fds (taps) the hypervisor keeps across exec.
+fn die_with_parent(cmd: &mut Command, inherit: Vec<RawFd>) {
     let parent = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
     // syscalls.
@@ -198,6 +247,11 @@ fn die_with_parent(cmd: &mut Command) {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            for fd in &inherit {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             // The parent may have died before the prctl.
             if libc::getppid() != parent {
