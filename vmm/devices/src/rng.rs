@@ -13,7 +13,8 @@ use crate::worker::{QueueHandler, QueueRef};
 
 /// virtio device ID of the entropy device.
 pub const VIRTIO_ID_RNG: u32 = 4;
-pub const QUEUE_MAX_SIZE: u16 = 256;
+/// QEMU's virtio-mmio lets the driver use 1024 whatever the backend says, so offer that.
+pub const QUEUE_MAX_SIZE: u16 = 1024;
 /// Most bytes handed out per request, however large the guest's buffers claim to be.
 pub const MAX_BYTES_PER_REQUEST: usize = 64 << 10;
 

@@ -30,7 +30,8 @@ use crate::worker::{QueueHandler, QueueRef};
 /// virtio device ID of the block device.
 pub const VIRTIO_ID_BLOCK: u32 = 2;
 pub const SECTOR_SIZE: u64 = 512;
-pub const QUEUE_MAX_SIZE: u16 = 256;
+/// QEMU's virtio-mmio lets the driver use 1024 whatever the backend says, so offer that.
+pub const QUEUE_MAX_SIZE: u16 = 1024;
 /// Data segments per request the driver may use (config `seg_max`).
 pub const SEG_MAX: u32 = 126;
 /// Largest discard the driver may ask for at once, in sectors (1 GiB).

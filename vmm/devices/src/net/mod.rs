@@ -28,7 +28,8 @@ use crate::worker::{QueueHandler, QueueRef};
 pub const VIRTIO_ID_NET: u32 = 1;
 pub const RX_QUEUE: usize = 0;
 pub const TX_QUEUE: usize = 1;
-pub const QUEUE_MAX_SIZE: u16 = 256;
+/// QEMU's virtio-mmio lets the driver use 1024 whatever the backend says, so offer that.
+pub const QUEUE_MAX_SIZE: u16 = 1024;
 /// Largest frame with its header: a 64 KiB IP packet plus Ethernet and VLAN headers.
 pub const MAX_FRAME: usize = VNET_HDR_LEN + 65550;
 
