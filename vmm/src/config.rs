@@ -68,6 +68,11 @@ pub struct VmConfig {
     pub memfd: bool,
     /// virtio devices (vsock, fs, blk, net, rng).
     pub devices: DeviceConfig,
+    /// Give every thread its seccomp filter once set up (the CLI's default; off for
+    /// library users whose own thread runs the VM).
+    pub seccomp: bool,
+    /// Test only: device threads make a forbidden call when the driver activates them.
+    pub seccomp_selftest: bool,
     /// When the VMM started, for the boot-timer.
     pub start_time: Instant,
 }
@@ -84,6 +89,8 @@ impl VmConfig {
             console: ConsoleConfig::Stdio,
             memfd: false,
             devices: DeviceConfig::default(),
+            seccomp: false,
+            seccomp_selftest: false,
             start_time: Instant::now(),
         }
     }

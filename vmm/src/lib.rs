@@ -12,6 +12,7 @@ pub mod device_config;
 pub mod devices;
 pub mod kvm;
 pub mod memory;
+pub mod seccomp;
 pub mod virtio;
 pub mod vm;
 

@@ -50,6 +50,12 @@ struct Cli {
     /// virtio-rng fed from the host's getrandom(2).
     #[arg(long)]
     rng: bool,
+    /// Run without seccomp filters (they are on by default).
+    #[arg(long)]
+    no_seccomp: bool,
+    /// Test only: device threads make a forbidden system call when activated.
+    #[arg(long, hide = true)]
+    seccomp_selftest: bool,
 }
 
 /// Write end for the signal handler (an eventfd), and which signal arrived.
@@ -114,6 +120,8 @@ fn main() -> ExitCode {
             net: cli.net,
             rng: cli.rng,
         },
+        seccomp: !cli.no_seccomp,
+        seccomp_selftest: cli.seccomp_selftest,
         start_time: start,
     };
     match run(config) {

@@ -83,6 +83,9 @@ pub enum VmError {
     /// A virtio device named on the command line cannot be built.
     #[error(transparent)]
     Device(#[from] DeviceBuildError),
+    /// A seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// No interrupt line left for another device.
     #[error("no interrupt line left for another virtio device")]
     OutOfIrqs,
@@ -300,7 +303,11 @@ impl Vm {
             transports: Vec::new(),
         };
         // Dropping `vm` on an error closes whatever the earlier devices opened.
-        for dev in build_devices(&vm.config.devices, None)? {
+        for dev in build_devices(
+            &vm.config.devices,
+            vm.config.seccomp,
+            vm.config.seccomp_selftest,
+        )? {
             vm.add_virtio_device(dev)?;
         }
         Ok(vm)
@@ -414,6 +421,7 @@ impl Vm {
             pio: Arc::new(self.pio),
             mmio: Arc::new(self.mmio),
             stop: stop.clone(),
+            seccomp: self.config.seccomp,
         };
         let mut threads: Vec<(u8, JoinHandle<Result<VcpuOutcome, VcpuError>>)> = Vec::new();
         let mut spawn_err = None;
@@ -436,6 +444,12 @@ impl Vm {
         }
 
         let mut loop_err = spawn_err;
+        // Everything the main thread sets up is done: from here it only serves events.
+        if self.config.seccomp && loop_err.is_none() {
+            if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Main) {
+                loop_err = Some(VmError::Seccomp(e));
+            }
+        }
         while loop_err.is_none() && wake.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
             if let Err(e) = em.run() {
                 loop_err = Some(VmError::EventLoop(format!("{e:?}")));

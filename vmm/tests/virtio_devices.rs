@@ -448,3 +448,118 @@ fn bad_device_options_fail_cleanly() {
         assert!(!uds.exists(), "{extra:?} left the vsock socket behind");
     }
 }
+
+#[test]
+fn forbidden_syscall_from_a_device_thread_kills_the_vmm() {
+    if should_skip("forbidden_syscall_from_a_device_thread_kills_the_vmm") {
+        return;
+    }
+    // The guest activates the rng device; with the hidden self-test flag its thread
+    // then calls personality(2), which no filter allows.
+    const Q: Ring = Ring::at(0x20_0000);
+    let mut a = Asm::new();
+    a.negotiate(SLOT0).queue(SLOT0, 0, Q).driver_ok(SLOT0);
+    a.desc(Q, 0, 0x22_0000, 64, WRITE, 0)
+        .publish(SLOT0, 0, Q, &[0])
+        .wait_used(Q, 1, "never");
+    let code = finish(&mut a, "still alive");
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "selftest.elf", &code);
+    let k = kernel.to_str().unwrap();
+    let run = run_vmm(&tiny_args(k, &["--rng", "--seccomp-selftest"]), LIMIT);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        run.status.code(),
+        Some(hull_vmm::seccomp::SECCOMP_EXIT_STATUS),
+        "{:?}: {}",
+        run.status.signal(),
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "hull-vmm: seccomp: thread 'hull-rng' made the forbidden system call personality (135)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("still alive"));
+
+    // Without filters the same call is harmless: the guest gets its bytes.
+    let mut a = Asm::new();
+    a.negotiate(SLOT0).queue(SLOT0, 0, Q).driver_ok(SLOT0);
+    a.desc(Q, 0, 0x22_0000, 64, WRITE, 0)
+        .publish(SLOT0, 0, Q, &[0])
+        .wait_used(Q, 1, "rng");
+    let code = finish(&mut a, "rng ok");
+    let kernel = write_guest(dir.path(), "noseccomp.elf", &code);
+    let run = run_vmm(
+        &tiny_args(
+            kernel.to_str().unwrap(),
+            &["--rng", "--seccomp-selftest", "--no-seccomp"],
+        ),
+        LIMIT,
+    );
+    assert_eq!(run.stdout, "rng ok\n", "{}", run.stderr);
+    assert!(run.status.success());
+}
+
+#[test]
+fn every_thread_runs_under_its_filter_and_sigterm_still_stops_the_vmm() {
+    if should_skip("every_thread_runs_under_its_filter_and_sigterm_still_stops_the_vmm") {
+        return;
+    }
+    // The guest says it is up, then spins; the test looks at each thread's seccomp state.
+    let mut a = Asm::new();
+    a.print("up\n")
+        .label("spin")
+        .load_eax(SLOT0)
+        .cmp_eax(0)
+        .jne("spin");
+    let code = finish(&mut a, "");
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "spin.elf", &code);
+    let console = dir.path().join("console");
+    let console_arg = format!("file:{}", console.display());
+    let child = vmm()
+        .args(["--kernel", kernel.to_str().unwrap(), "--memory", "16"])
+        .args(["--console", &console_arg, "--rng", "--vcpus", "2"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while std::fs::read_to_string(&console).unwrap_or_default() != "up\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest never came up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut seen = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let mode = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .map(str::trim)
+            .unwrap_or("?")
+            .to_string();
+        seen.push((comm.trim().to_string(), mode));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let run = wait_with_timeout(child, LIMIT);
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    for want in ["hull-vmm", "vcpu0", "vcpu1", "hull-rng"] {
+        assert!(names.contains(&want), "{want} missing from {seen:?}");
+    }
+    assert!(
+        seen.iter().all(|(_, mode)| mode == "2"),
+        "unfiltered thread: {seen:?}"
+    );
+    assert_eq!(run.status.code(), Some(143), "{}", run.stderr);
+}

@@ -57,97 +57,128 @@ pub enum WorkerError {
     Panicked,
 }
 
-/// Runs on the worker thread before it serves anything (e.g. installs a seccomp filter);
+/// Runs on a device thread before it serves anything (e.g. installs a seccomp filter);
 /// an error stops the thread before it touches the guest.
 pub type ThreadInit = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
-/// A running device; [`Worker::stop`] gives it back (for a reset, or to reactivate).
+const TOKEN_STOP: u64 = u64::MAX;
+const TOKEN_HOST: u64 = u64::MAX - 1;
+
+/// Serves `queues` on the calling thread until `stop` is signalled (its counter is
+/// drained, so the same eventfd can stop a later session), then gives the device back.
+/// `interrupt(queue_index)` must raise the used-buffer interrupt; `label` names the
+/// device in log lines.
+pub fn serve<H, M, F>(
+    label: &str,
+    mut dev: H,
+    mem: &M,
+    mut queues: Vec<WorkerQueue>,
+    stop: &EventFd,
+    mut interrupt: F,
+) -> Result<H, (H, WorkerError)>
+where
+    H: QueueHandler,
+    M: GuestMemory,
+    F: FnMut(usize) -> io::Result<()>,
+{
+    let epoll = match Epoll::new() {
+        Ok(e) => e,
+        Err(e) => return Err((dev, WorkerError::Epoll(e))),
+    };
+    let mut fds: Vec<(RawFd, EventSet, u64)> = queues
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (q.kick.as_raw_fd(), EventSet::IN, i as u64))
+        .collect();
+    fds.push((stop.as_raw_fd(), EventSet::IN, TOKEN_STOP));
+    fds.extend(
+        dev.host_fds()
+            .into_iter()
+            .map(|(fd, ev)| (fd, ev, TOKEN_HOST)),
+    );
+    for (fd, ev, token) in fds {
+        if let Err(e) = epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(ev, token)) {
+            return Err((dev, WorkerError::Epoll(e)));
+        }
+    }
+    let mut events = vec![EpollEvent::default(); queues.len() + 8];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::error!("{label}: epoll_wait: {e}");
+                return Ok(dev);
+            }
+        };
+        for ev in &events[..n] {
+            match ev.data() {
+                TOKEN_STOP => {
+                    let _ = stop.read();
+                    return Ok(dev);
+                }
+                TOKEN_HOST => {}
+                // Drain the counter; the work itself is found in the queue.
+                i => {
+                    if let Some(q) = queues.get(i as usize) {
+                        let _ = q.kick.read();
+                    }
+                }
+            }
+        }
+        let mut refs: Vec<QueueRef<'_>> = queues
+            .iter_mut()
+            .map(|q| QueueRef {
+                index: q.index,
+                queue: &mut q.queue,
+            })
+            .collect();
+        for index in dev.process(mem, &mut refs) {
+            if let Err(e) = interrupt(index) {
+                log::error!("{label}: interrupt for queue {index}: {e}");
+            }
+        }
+    }
+}
+
+/// A device served by [`serve`] on a thread of its own, for one driver session;
+/// [`Worker::stop`] gives it back (for a reset, or to reactivate).
 pub struct Worker<H: QueueHandler> {
     stop: EventFd,
     thread: JoinHandle<H>,
 }
 
-const TOKEN_STOP: u64 = u64::MAX;
-const TOKEN_HOST: u64 = u64::MAX - 1;
-
 impl<H: QueueHandler> Worker<H> {
-    /// Starts serving on a thread named `name`. `interrupt(queue_index)` must raise the
-    /// used-buffer interrupt.
+    /// Starts serving on a thread named `name`; `init` runs there first.
     pub fn spawn<M, F>(
         name: &str,
         dev: H,
         mem: M,
         queues: Vec<WorkerQueue>,
         init: Option<ThreadInit>,
-        mut interrupt: F,
+        interrupt: F,
     ) -> Result<Self, WorkerError>
     where
         M: GuestMemory + Send + 'static,
         F: FnMut(usize) -> io::Result<()> + Send + 'static,
     {
-        let epoll = Epoll::new().map_err(WorkerError::Epoll)?;
         let stop = EventFd::new(EFD_NONBLOCK).map_err(WorkerError::Epoll)?;
-        let mut fds: Vec<(RawFd, EventSet, u64)> = queues
-            .iter()
-            .enumerate()
-            .map(|(i, q)| (q.kick.as_raw_fd(), EventSet::IN, i as u64))
-            .collect();
-        fds.push((stop.as_raw_fd(), EventSet::IN, TOKEN_STOP));
-        fds.extend(
-            dev.host_fds()
-                .into_iter()
-                .map(|(fd, ev)| (fd, ev, TOKEN_HOST)),
-        );
-        for (fd, ev, token) in fds {
-            epoll
-                .ctl(ControlOperation::Add, fd, EpollEvent::new(ev, token))
-                .map_err(WorkerError::Epoll)?;
-        }
+        let thread_stop = stop.try_clone().map_err(WorkerError::Epoll)?;
         let label = name.to_string();
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                let mut queues = queues;
-                let mut dev = dev;
                 if let Some(init) = init {
                     if let Err(e) = init() {
                         log::error!("{label}: {e}");
                         return dev;
                     }
                 }
-                let mut events = vec![EpollEvent::default(); queues.len() + 8];
-                loop {
-                    let n = match epoll.wait(-1, &mut events) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            log::error!("{label}: epoll_wait: {e}");
-                            return dev;
-                        }
-                    };
-                    for ev in &events[..n] {
-                        match ev.data() {
-                            TOKEN_STOP => return dev,
-                            TOKEN_HOST => {}
-                            // Drain the counter; the work itself is found in the queue.
-                            i => {
-                                if let Some(q) = queues.get(i as usize) {
-                                    let _ = q.kick.read();
-                                }
-                            }
-                        }
-                    }
-                    let mut refs: Vec<QueueRef<'_>> = queues
-                        .iter_mut()
-                        .map(|q| QueueRef {
-                            index: q.index,
-                            queue: &mut q.queue,
-                        })
-                        .collect();
-                    for index in dev.process(&mem, &mut refs) {
-                        if let Err(e) = interrupt(index) {
-                            log::error!("{label}: interrupt for queue {index}: {e}");
-                        }
+                match serve(&label, dev, &mem, queues, &thread_stop, interrupt) {
+                    Ok(dev) => dev,
+                    Err((dev, e)) => {
+                        log::error!("{label}: {e}");
+                        dev
                     }
                 }
             })

@@ -112,6 +112,8 @@ pub struct VcpuContext {
     pub mmio: Arc<Bus>,
     /// Set by the VMM to end the loop (followed by a kick signal).
     pub stop: Arc<AtomicBool>,
+    /// Install the vCPU seccomp filter before entering the guest.
+    pub seccomp: bool,
 }
 
 /// A vCPU file descriptor and its index.
@@ -342,7 +344,16 @@ impl Vcpu {
         std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .spawn(move || {
-                let r = self.run(&ctx);
+                let r = if ctx.seccomp {
+                    crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu)
+                        .map_err(|e| VcpuError::Thread {
+                            id,
+                            reason: e.to_string(),
+                        })
+                        .and_then(|()| self.run(&ctx))
+                } else {
+                    self.run(&ctx)
+                };
                 if let Err(e) = exited.write(1) {
                     log::error!("vCPU {id}: cannot signal exit: {e}");
                 }

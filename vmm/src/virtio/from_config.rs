@@ -10,9 +10,10 @@ use hull_devices::net::tap::Tap;
 use hull_devices::net::Net;
 use hull_devices::rng::Rng;
 use hull_devices::vsock::Vsock;
+use hull_devices::worker::ThreadInit;
 use thiserror::Error;
 
-use super::hosted::{HostedDevice, ThreadInitFactory};
+use super::hosted::{HostedDevice, ThreadOptions};
 use super::VirtioDevice;
 use crate::device_config::{DeviceConfig, NetBackend};
 
@@ -28,23 +29,34 @@ fn fail(what: String) -> impl FnOnce(String) -> DeviceBuildError {
     move |reason| DeviceBuildError { what, reason }
 }
 
-/// The devices in slot order. `thread_init` is run first on every worker thread.
+/// The devices in slot order, each on its own thread. With `seccomp`, each thread
+/// installs the device filter first; `selftest` makes each one break it at activation.
 pub fn build_devices(
     config: &DeviceConfig,
-    thread_init: Option<ThreadInitFactory>,
+    seccomp: bool,
+    selftest: bool,
 ) -> Result<Vec<Box<dyn VirtioDevice>>, DeviceBuildError> {
+    let options = || ThreadOptions {
+        init: seccomp.then(|| -> ThreadInit {
+            Box::new(|| {
+                crate::seccomp::install(crate::seccomp::ThreadKind::Device)
+                    .map_err(|e| e.to_string())
+            })
+        }),
+        on_activate: selftest.then_some(crate::seccomp::forbidden_call_for_selftest as fn()),
+    };
     let mut out: Vec<Box<dyn VirtioDevice>> = Vec::new();
     if let Some(v) = &config.vsock {
         let what = format!("--vsock uds={}", v.uds.display());
         let dev = Vsock::new(v.cid, &v.uds).map_err(|e| fail(what)(e.to_string()))?;
-        out.push(hosted("hull-vsock".into(), dev, &thread_init));
+        out.push(hosted("hull-vsock".into(), dev, options())?);
     }
     for (i, f) in config.fs.iter().enumerate() {
         let what = format!("--fs tag={},dir={}", f.tag, f.dir.display());
         let mut cfg = FsConfig::new(&f.dir, &f.tag);
         cfg.readonly = f.readonly;
         let dev = Fs::new(cfg).map_err(|e| fail(what)(e.to_string()))?;
-        out.push(hosted(format!("hull-fs{i}"), dev, &thread_init));
+        out.push(hosted(format!("hull-fs{i}"), dev, options())?);
     }
     for (i, b) in config.blk.iter().enumerate() {
         let what = format!("--blk path={}", b.path.display());
@@ -54,7 +66,7 @@ pub fn build_devices(
             id: b.id.clone(),
         })
         .map_err(|e| fail(what)(e.to_string()))?;
-        out.push(hosted(format!("hull-blk{i}"), dev, &thread_init));
+        out.push(hosted(format!("hull-blk{i}"), dev, options())?);
     }
     for (i, n) in config.net.iter().enumerate() {
         let tap = match &n.backend {
@@ -68,10 +80,10 @@ pub fn build_devices(
             }
         };
         let dev = Net::new(tap.into_fd(), n.mac);
-        out.push(hosted(format!("hull-net{i}"), dev, &thread_init));
+        out.push(hosted(format!("hull-net{i}"), dev, options())?);
     }
     if config.rng {
-        out.push(hosted("hull-rng".into(), Rng::new(), &thread_init));
+        out.push(hosted("hull-rng".into(), Rng::new(), options())?);
     }
     Ok(out)
 }
@@ -79,13 +91,12 @@ pub fn build_devices(
 fn hosted<D: DeviceModel>(
     name: String,
     dev: D,
-    init: &Option<ThreadInitFactory>,
-) -> Box<dyn VirtioDevice> {
-    let h = HostedDevice::new(name, dev);
-    Box::new(match init {
-        Some(i) => h.with_thread_init(i.clone()),
-        None => h,
-    })
+    options: ThreadOptions,
+) -> Result<Box<dyn VirtioDevice>, DeviceBuildError> {
+    let what = format!("{name} device thread");
+    HostedDevice::new(name, dev, options)
+        .map(|h| Box::new(h) as Box<dyn VirtioDevice>)
+        .map_err(|e| fail(what)(e.to_string()))
 }
 
 /// Takes over an fd the parent left open for us, after checking it is open.
