@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::Once;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 use thiserror::Error;
 
 /// Exit status after a forbidden system call.
@@ -210,19 +213,35 @@ fn allowed(kind: ThreadKind) -> Vec<(libc::c_long, &'static str)> {
     COMMON.iter().chain(own).copied().collect()
 }
 
+/// ioctl requests a device thread may make: FIONBIO (std's `set_nonblocking` on sockets
+/// the vsock muxer accepts or connects).
+const DEVICE_IOCTLS: &[u64] = &[libc::FIONBIO];
+
 /// The BPF program for `kind`.
 pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = allowed(kind)
+    let build = |e: seccompiler::BackendError| SeccompError::Build(kind, e.to_string());
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed(kind)
         .into_iter()
         .map(|(nr, _)| (nr, Vec::new()))
         .collect();
+    if kind == ThreadKind::Device {
+        let ioctls = DEVICE_IOCTLS
+            .iter()
+            .map(|&req| {
+                let c = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)?;
+                SeccompRule::new(vec![c])
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(build)?;
+        rules.insert(libc::SYS_ioctl, ioctls);
+    }
     let f = SeccompFilter::new(
         rules,
         SeccompAction::Trap,
         SeccompAction::Allow,
         TargetArch::x86_64,
     )
-    .map_err(|e| SeccompError::Build(kind, e.to_string()))?;
+    .map_err(build)?;
     BpfProgram::try_from(f).map_err(|e| SeccompError::Build(kind, e.to_string()))
 }
 

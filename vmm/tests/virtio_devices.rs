@@ -206,6 +206,122 @@ fn vsock_guest_connects_to_a_host_listener() {
     assert!(!uds.exists(), "the hybrid vsock socket is removed at exit");
 }
 
+/// A vsock packet header from the guest (CID 3) to the host.
+fn vsock_hdr(src_port: u32, dst_port: u32, op: u16, len: u32) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&3u64.to_le_bytes());
+    h.extend_from_slice(&2u64.to_le_bytes());
+    h.extend_from_slice(&src_port.to_le_bytes());
+    h.extend_from_slice(&dst_port.to_le_bytes());
+    h.extend_from_slice(&len.to_le_bytes());
+    h.extend_from_slice(&1u16.to_le_bytes()); // stream
+    h.extend_from_slice(&op.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes()); // flags
+    h.extend_from_slice(&65536u32.to_le_bytes()); // buf_alloc
+    h.extend_from_slice(&0u32.to_le_bytes()); // fwd_cnt
+    h
+}
+
+#[test]
+fn vsock_host_connects_to_a_guest_port_with_the_hybrid_handshake() {
+    if should_skip("vsock_host_connects_to_a_guest_port_with_the_hybrid_handshake") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    const RX: Ring = Ring::at(0x20_0000);
+    const TX: Ring = Ring::at(0x21_0000);
+    const RX1: u32 = 0x22_0000;
+    const RX2: u32 = 0x22_2000;
+    const RESP: u32 = 0x23_0000;
+    const DATA: u32 = 0x23_1000;
+    let mut a = Asm::new();
+    a.negotiate(SLOT0)
+        .queue(SLOT0, 0, RX)
+        .queue(SLOT0, 1, TX)
+        .driver_ok(SLOT0);
+    a.desc(RX, 0, RX1, 4096, WRITE, 0)
+        .desc(RX, 1, RX2, 4096, WRITE, 0)
+        .publish(SLOT0, 0, RX, &[0, 1]);
+    a.print("ready\n");
+    // The host's CONNECT 1024 arrives as a REQUEST to port 1024.
+    a.wait_used(RX, 1, "request")
+        .expect(RX1 + 20, 1024)
+        .expect(RX1 + 28, 1 | (1 << 16));
+    // RESPONSE back to whatever port the host side was given.
+    a.bytes_at(RESP, &vsock_hdr(1024, 0, 2, 0))
+        .load_eax(RX1 + 16)
+        .store_eax(RESP + 20)
+        .desc(TX, 0, RESP, 44, 0, 0)
+        .publish(SLOT0, 1, TX, &[0]);
+    // The host's "hi" arrives as RW with 2 bytes of payload after the header.
+    a.wait_used(RX, 2, "data")
+        .expect(RX2 + 24, 2)
+        .expect(RX2 + 28, 1 | (5 << 16))
+        .load_eax(RX2 + 44)
+        .and_eax(0xffff)
+        .cmp_eax(u32::from_le_bytes(*b"hi\0\0"))
+        .jne("fail");
+    // Answer "yo".
+    a.bytes_at(DATA, &vsock_hdr(1024, 0, 5, 2))
+        .bytes_at(DATA + 44, b"yo")
+        .load_eax(RX1 + 16)
+        .store_eax(DATA + 20)
+        .desc(TX, 1, DATA, 46, 0, 0)
+        .publish(SLOT0, 1, TX, &[0, 1])
+        .wait_used(TX, 2, "sent");
+    // Stay up until the host has read the answer (it closes; the guest sees a SHUTDOWN or
+    // RST in a third RX buffer).
+    a.desc(RX, 2, RX1, 4096, WRITE, 0)
+        .publish(SLOT0, 0, RX, &[0, 1, 2])
+        .wait_used(RX, 3, "closed");
+    let code = finish(&mut a, "vsock host ok");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "vsock-host.elf", &code);
+    let uds = dir.path().join("vsock.sock");
+    let console = dir.path().join("console");
+    let console_arg = format!("file:{}", console.display());
+    let vsock = format!("uds={}", uds.display());
+    let child = vmm()
+        .args(["--kernel", kernel.to_str().unwrap(), "--memory", "16"])
+        .args(["--console", &console_arg, "--vsock", &vsock])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while std::fs::read_to_string(&console).unwrap_or_default() != "ready\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest never came up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut s = UnixStream::connect(&uds).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(b"CONNECT 1024\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    if let Err(e) = r.read_line(&mut line) {
+        let run = wait_with_timeout(child, LIMIT);
+        panic!("no OK line ({e}); {:?}: {}", run.status, run.stderr);
+    }
+    assert!(line.starts_with("OK ") && line.ends_with('\n'), "{line:?}");
+    line[3..line.len() - 1].parse::<u32>().unwrap();
+    s.write_all(b"hi").unwrap();
+    let mut yo = [0u8; 2];
+    r.read_exact(&mut yo).unwrap();
+    assert_eq!(&yo, b"yo");
+    drop(r);
+    drop(s);
+    let run = wait_with_timeout(child, LIMIT);
+    let out = std::fs::read_to_string(&console).unwrap();
+    assert_eq!(out, "ready\nvsock host ok\n", "stderr: {}", run.stderr);
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
 #[test]
 fn fs_guest_makes_a_directory_in_the_share() {
     if should_skip("fs_guest_makes_a_directory_in_the_share") {

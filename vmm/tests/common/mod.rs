@@ -65,6 +65,11 @@ impl Asm {
         self.bytes(&[0xa1]).bytes(&addr.to_le_bytes())
     }
 
+    /// mov [addr], eax
+    pub fn store_eax(&mut self, addr: u32) -> &mut Self {
+        self.bytes(&[0xa3]).bytes(&addr.to_le_bytes())
+    }
+
     /// mov dword [addr], imm
     pub fn store(&mut self, addr: u32, imm: u32) -> &mut Self {
         self.bytes(&[0xc7, 0x05])
