@@ -1115,6 +1115,71 @@ sandbox_tests!(Vm:
     concurrent_short_runs,
 );
 
+/// CRI's pod annotations: `sandbox` for the pod's own container, else a member of
+/// the pod whose sandbox container is `pod`.
+fn set_pod(b: &mut Bundle, kind: &str, pod: &str) {
+    b.config["annotations"]["io.kubernetes.cri.container-type"] = kind.into();
+    b.config["annotations"]["io.kubernetes.cri.sandbox-id"] = pod.into();
+    b.save();
+}
+
+#[test]
+fn pod_members_share_the_sandbox_vm() {
+    let Some(h) = Hull::new(Sandbox::Vm) else {
+        return;
+    };
+    let pod = unique("pod");
+    let mut sb = h.bundle(&["sleep", "1000"]);
+    set_pod(&mut sb, "sandbox", &pod);
+    let sup = h.sleeper(&pod, &mut sb);
+    let boot_id = h.ok(&["exec", &pod, "cat", "/proc/sys/kernel/random/boot_id"]);
+
+    // A member runs in the same guest kernel, with its own rootfs.
+    let member = unique("member");
+    let mut mb = h.bundle(&[
+        "sh",
+        "-c",
+        "cat /proc/sys/kernel/random/boot_id; echo m > /member-was-here; exit 5",
+    ]);
+    set_pod(&mut mb, "container", &pod);
+    let out = h.run(&["run", "--bundle", mb.path().to_str().unwrap(), &member]);
+    assert_eq!(code(&out), 5, "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), boot_id);
+    assert!(mb.rootfs().join("member-was-here").exists());
+    assert!(!sb.rootfs().join("member-was-here").exists());
+    // Its binds left the sandbox's shared directory (seen in the supervisor's mount
+    // namespace) with it.
+    let shared = Path::new(&format!("/proc/{sup}/root"))
+        .join(h.root().strip_prefix("/").unwrap())
+        .join(&pod)
+        .join("shared");
+    assert!(shared.join(&pod).join("rootfs").join("bin").exists());
+    assert!(!shared.join(&member).exists(), "binds of {member} left");
+
+    // A member of a pod that does not exist is refused before anything is made.
+    let ghost = unique("ghost");
+    set_pod(&mut mb, "container", "no-such-pod");
+    let err = h.fails(&["create", "--bundle", mb.path().to_str().unwrap(), &ghost]);
+    assert!(
+        err.contains("no-such-pod") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!h.root().join(&ghost).exists());
+
+    // Members die with their pod's VM.
+    set_pod(&mut mb, "container", &pod);
+    mb.set_args(&["sleep", "1000"]);
+    mb.save();
+    let m2 = unique("member");
+    h.create(&m2, &mb);
+    h.ok(&["start", &m2]);
+    h.ok(&["delete", "--force", &pod]);
+    h.wait_status(&m2, "stopped");
+    h.ok(&["delete", &m2]);
+    h.assert_gone(&pod, &[sup], None);
+    h.assert_gone(&m2, &[], None);
+}
+
 // Sandbox-independent commands.
 
 #[test]

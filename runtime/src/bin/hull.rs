@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hull_runtime::cli::{self, GlobalOpts};
 use hull_runtime::logging::{self, LogFormat};
+use hull_runtime::sandbox::vm;
 use hull_runtime::sandbox::vm::hypervisor::VmmChoice;
 use hull_runtime::sandbox::vm::supervisor as vm_supervisor;
 use hull_runtime::sandbox::SandboxKind;
@@ -85,6 +86,10 @@ enum Command {
     Supervise(supervisor::Supervise),
     #[command(name = "__vm-supervise", hide = true)]
     VmSupervise(vm_supervisor::VmSupervise),
+    #[command(name = "__vm-member", hide = true)]
+    VmMember(vm::member::VmMember),
+    #[command(name = "__vm-share", hide = true)]
+    VmShare(vm::pod::VmShare),
     #[command(name = "__exec-attach", hide = true)]
     ExecAttach(cli::exec::ExecAttach),
 }
@@ -122,6 +127,8 @@ fn main() -> ExitCode {
         Command::Spec(a) => cli::spec::spec(a).map(|()| 0),
         Command::Supervise(a) => Ok(supervisor::supervise(&g, a)),
         Command::VmSupervise(a) => Ok(vm_supervisor::supervise(&g, a)),
+        Command::VmMember(a) => Ok(vm::member::supervise(&g, a)),
+        Command::VmShare(a) => vm::pod::vm_share(&g, a).map(|()| 0),
         Command::ExecAttach(a) => cli::exec::exec_attach(&g, a),
     };
     match res {

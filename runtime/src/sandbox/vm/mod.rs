@@ -29,6 +29,9 @@ pub mod hybrid_vsock;
 pub mod hypervisor;
 pub mod launch;
 pub mod layout;
+pub mod member;
+pub mod pod;
+pub mod relay;
 pub mod shared_fs;
 pub mod sizing;
 pub mod supervisor;
@@ -67,6 +70,9 @@ impl Sandbox for VmSandbox {
     }
 
     fn check_available(&self, g: &GlobalOpts, bundle: &Bundle) -> Result<()> {
+        if let Some(sandbox) = pod::sandbox_to_join(&bundle.spec) {
+            return pod::running_sandbox(&g.store(), &sandbox, "").map(drop);
+        }
         let hv = hypervisor_for(g, bundle)?;
         log::debug!("VM sandbox: hypervisor {hv}");
         sizing::from_spec(&bundle.spec)?;
@@ -74,6 +80,9 @@ impl Sandbox for VmSandbox {
     }
 
     fn launch(&self, ctx: &LaunchContext) -> Result<Launched> {
+        if let Some(sandbox) = pod::sandbox_to_join(&ctx.bundle.spec) {
+            return join(ctx, &sandbox);
+        }
         let hv = hypervisor_for(ctx.globals, ctx.bundle)?;
         let layout = Layout::new(ctx.dir);
         let mut cmd = Command::new("/proc/self/exe");
@@ -178,6 +187,9 @@ impl Sandbox for VmSandbox {
     }
 
     fn destroy(&self, rec: &Record, dir: &Path) -> Result<()> {
+        if let Ok(sandbox) = std::fs::read_to_string(dir.join(pod::POD_SANDBOX_FILE)) {
+            return leave_pod(rec, dir, &sandbox);
+        }
         // Mounts and device backends died with the supervisor; the hypervisor dies
         // with it too (PDEATHSIG), unless it was started in the instant the
         // supervisor was killed: check.
@@ -204,6 +216,68 @@ impl Sandbox for VmSandbox {
         }
         Ok(())
     }
+}
+
+/// Launches a pod member in its sandbox's VM: binds its files into the shared
+/// directory and starts its member supervisor.
+fn join(ctx: &LaunchContext, sandbox: &str) -> Result<Launched> {
+    let root = &ctx.globals.root;
+    let srec = pod::running_sandbox(&ctx.globals.store(), sandbox, ctx.id)?;
+    crate::state::write_atomic(&ctx.dir.join(pod::POD_SANDBOX_FILE), sandbox.as_bytes())?;
+    pod::share(root, sandbox, ctx.id, false)?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("hull").args(ctx.globals.reexec_args()).args([
+        "__vm-member",
+        "--pod-sandbox",
+        sandbox,
+    ]);
+    if let Some(p) = ctx.console_socket {
+        cmd.arg("--console-socket").arg(absolute(p)?);
+    }
+    cmd.arg(ctx.id);
+    if !ctx.inherit_stdio {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
+    let child = cmd
+        .spawn()
+        .map_err(Error::io("starting the pod member supervisor"))?;
+    let start_time = process_start_time(child.id() as i32).unwrap_or(0);
+    let s = hybrid_vsock::connect(&srec.socket, AGENT_VSOCK_PORT).map_err(|e| {
+        Error::Sandbox(format!(
+            "container \"{}\": cannot reach pod sandbox \"{sandbox}\"'s agent: {e}",
+            ctx.id
+        ))
+    })?;
+    let client = Client::handshake(s).map_err(Error::agent(ctx.id))?;
+    Ok(Launched {
+        child,
+        start_time,
+        socket: srec.socket,
+        client,
+    })
+}
+
+/// Removes a pod member from its sandbox's VM (the agent's record and cgroup, the
+/// binds); nothing is left to do once the sandbox itself is gone.
+fn leave_pod(rec: &Record, dir: &Path, sandbox: &str) -> Result<()> {
+    let Some(root) = dir.parent() else {
+        return Ok(());
+    };
+    let store = crate::state::Store::new(root);
+    let Ok(srec) = pod::running_sandbox(&store, sandbox, &rec.id) else {
+        return Ok(());
+    };
+    if let Ok(s) = hybrid_vsock::connect(&srec.socket, AGENT_VSOCK_PORT) {
+        if let Ok(mut c) = Client::handshake(s) {
+            let _ = c.call(&hull_protocol::Request::Delete {
+                id: rec.id.clone(),
+                force: true,
+            });
+        }
+    }
+    pod::share(root, sandbox, &rec.id, true)
 }
 
 fn absolute(p: &Path) -> Result<std::path::PathBuf> {

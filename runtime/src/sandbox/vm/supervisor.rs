@@ -5,25 +5,23 @@
 //! container's exit status once it has recorded it and powered the VM off.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::thread;
+use std::time::Duration;
 
-use hull_protocol::guest::AGENT_VSOCK_PORT;
-use hull_protocol::{Client, ExitStatus, Request, Response, StreamKind};
-use nix::sys::signal::{SigSet, Signal};
+use hull_protocol::{ExitStatus, Request, Response};
+use nix::sys::signal::SigSet;
 use oci_spec::runtime::Spec;
 
 use super::assets;
-use super::hybrid_vsock;
 use super::hypervisor::Hypervisor;
 use super::launch::{self, GuestSpec};
 use super::layout::Layout;
+use super::relay;
 use super::shared_fs;
 use super::sizing;
 use crate::cli::GlobalOpts;
@@ -31,15 +29,10 @@ use crate::console_bridge::ConsoleBridge;
 use crate::error::{Error, Result};
 use crate::network;
 use crate::state::{self, process_start_time, Store};
-use crate::stdio;
 use crate::supervisor::ERROR_FILE;
 
 /// How long the guest may take to boot to a serving agent (TCG under load is slow).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long `hull create` may take to create the container once the agent serves.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long output may keep draining after the container exited.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the guest gets to power off before the hypervisor is killed.
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -70,12 +63,8 @@ static FINISHING: AtomicBool = AtomicBool::new(false);
 pub fn supervise(g: &GlobalOpts, args: &VmSupervise) -> i32 {
     let id = args.container_id.as_str();
     let _ = nix::unistd::setsid();
-    // Before any thread exists, so that all of them inherit the mask: SIGWINCH is
-    // read by the console relay; SIGHUP arrives when the caller closes the master.
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGWINCH);
-    set.add(Signal::SIGHUP);
-    let _ = set.thread_block();
+    // Before any thread exists, so that all of them inherit the mask.
+    let set = relay::block_signals();
     let store = g.store();
     let err = match run(g, &store, args, set) {
         Ok(()) => return 0,
@@ -170,7 +159,7 @@ fn run(g: &GlobalOpts, store: &Store, args: &VmSupervise, signals: SigSet) -> Re
         vmm_gone_tx,
     );
 
-    let mut agent = connect_agent(&layout.vsock, BOOT_TIMEOUT)?;
+    let mut agent = relay::connect_agent(&layout.vsock, BOOT_TIMEOUT)?;
     if !nics.is_empty() {
         let interfaces = nics.iter().map(|n| n.guest.clone()).collect();
         match agent.call(&Request::ConfigureNetwork { interfaces }) {
@@ -185,22 +174,7 @@ fn run(g: &GlobalOpts, store: &Store, args: &VmSupervise, signals: SigSet) -> Re
     }
     drop(nics);
     state::write_atomic(&layout.ready, b"")?;
-    wait_created(&mut agent, &id)?;
-    let outputs = attach_stdio(&layout.vsock, &id, console, signals)?;
-    let status = match agent.call(&Request::Wait {
-        id: id.clone(),
-        exec_id: None,
-    }) {
-        Ok(Response::Exited(st)) => st,
-        Ok(other) => return Err(Error::Sandbox(format!("wait: unexpected {other:?}"))),
-        Err(e) => return Err(Error::Sandbox(format!("wait: {e}"))),
-    };
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    for h in outputs {
-        while !h.is_finished() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
+    let status = relay::until_exit(&mut agent, &layout.vsock, &id, console, signals)?;
     if FINISHING.swap(true, Ordering::SeqCst) {
         // The VMM died at the same moment; its watcher is ending the process.
         loop {
@@ -308,93 +282,4 @@ fn log_tail(dir: &Path) -> String {
         }
     }
     out
-}
-
-/// A protocol connection to the guest agent, retried until it serves.
-pub fn connect_agent(uds: &Path, timeout: Duration) -> Result<Client<UnixStream>> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("not tried");
-    while Instant::now() < deadline {
-        match hybrid_vsock::connect(uds, AGENT_VSOCK_PORT) {
-            Ok(s) => match Client::handshake(s) {
-                Ok(c) => return Ok(c),
-                Err(e) => last = e.to_string(),
-            },
-            Err(e) => last = e.to_string(),
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    Err(Error::Sandbox(format!(
-        "the guest agent did not answer on {} within {timeout:?}: {last}",
-        uds.display()
-    )))
-}
-
-/// Waits until `hull create` has had the agent create the container.
-fn wait_created(agent: &mut Client<UnixStream>, id: &str) -> Result<()> {
-    let deadline = Instant::now() + CREATE_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Response::State(_)) = agent.call(&Request::State { id: id.into() }) {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    Err(Error::Sandbox(format!(
-        "container {id:?} was not created within {CREATE_TIMEOUT:?}"
-    )))
-}
-
-/// Relays the container's stdio: our own stdio to its streams, or its terminal to the
-/// pty whose master went to the console socket. Returns the output relays.
-fn attach_stdio(
-    uds: &Path,
-    id: &str,
-    console: Option<ConsoleBridge>,
-    signals: SigSet,
-) -> Result<Vec<JoinHandle<()>>> {
-    let attach = |kind: StreamKind| -> Result<UnixStream> {
-        connect_agent(uds, Duration::from_secs(10))?
-            .into_stream(&Request::AttachStream {
-                id: id.to_string(),
-                exec_id: None,
-                stream: kind,
-            })
-            .map_err(Error::agent(id))
-    };
-    let Some(console) = console else {
-        let stdin = attach(StreamKind::Stdin)?;
-        let stdout = attach(StreamKind::Stdout)?;
-        let stderr = attach(StreamKind::Stderr)?;
-        stdio::pump_stdin(stdin);
-        return Ok(vec![stdio::pump_out(stdout, 1), stdio::pump_out(stderr, 2)]);
-    };
-    let terminal = attach(StreamKind::Terminal)?;
-    console.take_as_controlling_terminal();
-    let resize = {
-        let uds = uds.to_path_buf();
-        let id = id.to_string();
-        move |size: Option<(u16, u16)>| {
-            let Some((rows, cols)) = size else {
-                return;
-            };
-            if let Ok(mut c) = connect_agent(&uds, Duration::from_secs(5)) {
-                let _ = c.call(&Request::ResizeTerminal {
-                    id: id.clone(),
-                    exec_id: None,
-                    rows,
-                    cols,
-                });
-            }
-        }
-    };
-    resize(console.window_size());
-    let output = console
-        .relay(terminal)
-        .map_err(Error::io("relaying the terminal"))?;
-    thread::spawn(move || loop {
-        if let Ok(Signal::SIGWINCH) = signals.wait() {
-            resize(console.window_size());
-        }
-    });
-    Ok(vec![output])
 }
