@@ -7,6 +7,7 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -394,6 +395,222 @@ fn fs_guest_makes_a_directory_in_the_share() {
     let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--fs", &fs]), LIMIT);
     assert_eq!(run.stdout, "fs ro ok\n", "stderr: {}", run.stderr);
     assert!(!share.join("made").exists());
+}
+
+/// FUSE requests a tiny guest sends one after another on a virtio-fs request queue of
+/// 64 entries; each reply's OutHeader.error can be checked, and dwords of earlier
+/// replies (node ids, file handles) copied into later requests.
+struct FuseGuest {
+    a: Asm,
+    n: u32,
+    heads: Vec<u16>,
+}
+
+const FUSE_Q: Ring = Ring::at(0x20_0000);
+const FUSE_REQ: u32 = 0x30_0000;
+const FUSE_REP: u32 = 0x50_0000;
+
+impl FuseGuest {
+    fn new() -> Self {
+        let mut a = Asm::new();
+        a.negotiate(SLOT0);
+        // Request queue 1 with 64 entries.
+        a.store(SLOT0 + 0x030, 1).store(SLOT0 + 0x038, 64);
+        a.store(SLOT0 + 0x080, FUSE_Q.desc).store(SLOT0 + 0x084, 0);
+        a.store(SLOT0 + 0x090, FUSE_Q.avail).store(SLOT0 + 0x094, 0);
+        a.store(SLOT0 + 0x0a0, FUSE_Q.used).store(SLOT0 + 0x0a4, 0);
+        a.store(SLOT0 + 0x044, 1);
+        a.driver_ok(SLOT0);
+        FuseGuest {
+            a,
+            n: 0,
+            heads: Vec::new(),
+        }
+    }
+
+    /// Sends one request; returns where its reply lands. `copies` are (offset in the
+    /// request, guest address) pairs of dwords filled in by the guest before sending.
+    fn request(
+        &mut self,
+        opcode: u32,
+        nodeid: u64,
+        body: &[u8],
+        copies: &[(u32, u32)],
+        check: bool,
+    ) -> u32 {
+        let k = self.n;
+        self.n += 1;
+        let (req, rep) = (FUSE_REQ + k * 0x1000, FUSE_REP + k * 0x1000);
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(40 + body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&opcode.to_le_bytes());
+        bytes.extend_from_slice(&u64::from(k + 1).to_le_bytes());
+        bytes.extend_from_slice(&nodeid.to_le_bytes());
+        bytes.extend_from_slice(&[0u8; 16]);
+        bytes.extend_from_slice(body);
+        self.a.bytes_at(req, &bytes);
+        for &(off, src) in copies {
+            self.a.load_eax(src).store_eax(req + off);
+        }
+        let (d0, d1) = (2 * k, 2 * k + 1);
+        self.a
+            .desc(FUSE_Q, d0, req, bytes.len() as u32, NEXT, d1)
+            .desc(FUSE_Q, d1, rep, 4096, WRITE, 0);
+        self.heads.push(d0 as u16);
+        let heads = self.heads.clone();
+        let label: &'static str = Box::leak(format!("fuse{k}").into_boxed_str());
+        self.a
+            .publish(SLOT0, 1, FUSE_Q, &heads)
+            .wait_used(FUSE_Q, heads.len() as u16, label);
+        if check {
+            self.a.expect(rep + 4, 0);
+        }
+        rep
+    }
+}
+
+fn cstr(parts: &[&str]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for p in parts {
+        v.extend_from_slice(p.as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+fn le(fields: &[u64], sizes: &[usize]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (f, s) in fields.iter().zip(sizes) {
+        v.extend_from_slice(&f.to_le_bytes()[..*s]);
+    }
+    v
+}
+
+#[test]
+fn fs_guest_works_a_file_through_its_life_under_seccomp() {
+    if should_skip("fs_guest_works_a_file_through_its_life_under_seccomp") {
+        return;
+    }
+    let mut g = FuseGuest::new();
+    // INIT 7.31.
+    g.request(26, 0, &le(&[7, 31, 0, 0], &[4; 4]), &[], true);
+    // MKDIR d, then RMDIR d.
+    g.request(
+        9,
+        1,
+        &[le(&[0o755, 0], &[4, 4]), cstr(&["d"])].concat(),
+        &[],
+        true,
+    );
+    g.request(11, 1, &cstr(&["d"]), &[], true);
+    // CREATE f (O_RDWR | O_CREAT), mode 0644: EntryOut.nodeid at +16, OpenOut.fh at +144.
+    let create = g.request(
+        35,
+        1,
+        &[le(&[0x42, 0o100644, 0, 0], &[4; 4]), cstr(&["f"])].concat(),
+        &[],
+        true,
+    );
+    let (node, fh) = (create + 16, create + 144);
+    let with_node = [(16, node), (20, node + 4)];
+    let with_node_fh = [(16, node), (20, node + 4), (40, fh), (44, fh + 4)];
+    // WRITE "hello" at 0, FSYNC, READ it back.
+    let write_in = [
+        le(&[0, 0, 5, 0, 0, 0, 0], &[8, 8, 4, 4, 8, 4, 4]),
+        b"hello".to_vec(),
+    ]
+    .concat();
+    g.request(16, 0, &write_in, &with_node_fh, true);
+    g.request(20, 0, &le(&[0, 0, 0], &[8, 4, 4]), &with_node_fh, true);
+    let read = g.request(
+        15,
+        0,
+        &le(&[0, 0, 5, 0, 0, 0, 0], &[8, 8, 4, 4, 8, 4, 4]),
+        &with_node_fh,
+        true,
+    );
+    g.a.expect(read + 16, u32::from_le_bytes(*b"hell"));
+    g.request(
+        18,
+        0,
+        &le(&[0, 0, 0, 0], &[8, 4, 4, 8]),
+        &with_node_fh,
+        true,
+    );
+    // SETATTR mode 0640, owner 1234:5678.
+    let mut setattr = vec![0u8; 88];
+    setattr[0..4].copy_from_slice(&7u32.to_le_bytes());
+    setattr[68..72].copy_from_slice(&0o100640u32.to_le_bytes());
+    setattr[76..80].copy_from_slice(&1234u32.to_le_bytes());
+    setattr[80..84].copy_from_slice(&5678u32.to_le_bytes());
+    g.request(4, 0, &setattr, &with_node, true);
+    // GETATTR, GETXATTR, LISTXATTR (their answers are not checked: xattrs may be absent).
+    g.request(3, 0, &[0u8; 16], &with_node, true);
+    g.request(
+        22,
+        0,
+        &[le(&[64, 0], &[4, 4]), cstr(&["user.x"])].concat(),
+        &with_node,
+        false,
+    );
+    g.request(23, 0, &le(&[64, 0], &[4, 4]), &with_node, false);
+    // RENAME f -> g, LINK h -> g, UNLINK h.
+    g.request(
+        12,
+        1,
+        &[le(&[1], &[8]), cstr(&["f", "g"])].concat(),
+        &[],
+        true,
+    );
+    let old_node = [(40, node), (44, node + 4)];
+    g.request(
+        13,
+        1,
+        &[le(&[0], &[8]), cstr(&["h"])].concat(),
+        &old_node,
+        true,
+    );
+    g.request(10, 1, &cstr(&["h"]), &[], true);
+    // SYMLINK s -> g, READLINK it.
+    let sym = g.request(6, 1, &cstr(&["s", "g"]), &[], true);
+    let readlink = g.request(5, 0, &[], &[(16, sym + 16), (20, sym + 20)], true);
+    g.a.load_eax(readlink + 16)
+        .and_eax(0xff)
+        .cmp_eax(u32::from(b'g'))
+        .jne("fail");
+    // OPENDIR /, READDIRPLUS, RELEASEDIR, STATFS.
+    let dir = g.request(27, 1, &le(&[0x1_0000, 0], &[4, 4]), &[], true);
+    let dir_fh = [(40, dir + 16), (44, dir + 20)];
+    g.request(
+        44,
+        1,
+        &le(&[0, 0, 4096, 0, 0, 0, 0], &[8, 8, 4, 4, 8, 4, 4]),
+        &dir_fh,
+        true,
+    );
+    g.request(29, 1, &le(&[0, 0, 0, 0], &[8, 4, 4, 8]), &dir_fh, true);
+    g.request(17, 1, &[], &[], true);
+    let code = finish(&mut g.a, "fs ops ok");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "fs-ops.elf", &code);
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let fs = format!("tag=rootfs,dir={}", share.display());
+    let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--fs", &fs]), LIMIT);
+    assert_eq!(run.stdout, "fs ops ok\n", "stderr: {}", run.stderr);
+    assert!(run.status.success(), "{}", run.stderr);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::read_to_string(share.join("g")).unwrap(), "hello");
+    let md = std::fs::metadata(share.join("g")).unwrap();
+    assert_eq!(
+        (md.mode() & 0o7777, md.uid(), md.gid()),
+        (0o640, 1234, 5678)
+    );
+    assert_eq!(std::fs::read_link(share.join("s")).unwrap(), Path::new("g"));
+    for gone in ["d", "f", "h"] {
+        assert!(!share.join(gone).exists(), "{gone} is still there");
+    }
 }
 
 #[test]
