@@ -8,14 +8,18 @@
 //! target. Sizes: `HULL_VSOCK_TEST_STREAMS` and `HULL_VSOCK_TEST_SIZE` (bytes per stream);
 //! `HULL_VHOST_USER` runs another `hull-vhost-user` build.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::{find_qemu, wait_for, Reaped};
 
 /// The guest powers off after this long whatever happens; QEMU and the backend exit
 /// then, which closes every host socket, so no read in this test can block forever.
@@ -39,27 +43,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Kills a child process when the test ends, however it ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn find_qemu() -> Option<PathBuf> {
-    if let Some(q) = std::env::var_os("HULL_QEMU") {
-        return Some(PathBuf::from(q)).filter(|p| p.is_file());
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("qemu-system-x86_64"))
-            .find(|p| p.is_file())
-    })
 }
 
 /// Builds the static guest program; musl first, static glibc as the fallback.
@@ -105,21 +88,6 @@ fn build_initramfs(init: &Path, out: &Path) {
     w.char_device("dev/console", 0o600, 5, 1).unwrap();
     w.file("init", 0o755, &data).unwrap();
     w.finish().unwrap();
-}
-
-fn wait_for(path: &Path, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("backend exited early: {st}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Host-initiated stream: `CONNECT 1024`, retried while the guest is still booting.
@@ -184,7 +152,7 @@ fn serve_guest_stream(s: UnixStream, size: usize) -> (u32, Vec<u8>) {
 
 #[test]
 fn vsock_streams_through_qemu_guest() {
-    let Some(qemu) = find_qemu() else {
+    let Ok(qemu) = find_qemu() else {
         println!("SKIP: qemu-system-x86_64 not found on PATH or at $HULL_QEMU");
         return;
     };
