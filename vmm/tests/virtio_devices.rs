@@ -896,3 +896,34 @@ fn every_thread_runs_under_its_filter_and_sigterm_still_stops_the_vmm() {
     );
     assert_eq!(run.status.code(), Some(143), "{}", run.stderr);
 }
+
+#[test]
+fn device_reset_and_reactivation_by_the_driver() {
+    if should_skip("device_reset_and_reactivation_by_the_driver") {
+        return;
+    }
+    const A: Ring = Ring::at(0x20_0000);
+    const B: Ring = Ring::at(0x28_0000);
+    let mut a = Asm::new();
+    a.negotiate(SLOT0).queue(SLOT0, 0, A).driver_ok(SLOT0);
+    a.desc(A, 0, 0x22_0000, 64, WRITE, 0)
+        .publish(SLOT0, 0, A, &[0])
+        .wait_used(A, 1, "first");
+    // A second request is made available but not notified, then the driver resets.
+    a.desc(A, 1, 0x22_1000, 64, WRITE, 0);
+    a.bytes_at(A.avail + 4, &[0, 0, 1, 0])
+        .store(A.avail, 2 << 16);
+    a.store(SLOT0 + 0x070, 0).expect(SLOT0 + 0x070, 0);
+    // The queue registers are free again: a new session on other rings.
+    a.negotiate(SLOT0).queue(SLOT0, 0, B).driver_ok(SLOT0);
+    a.desc(B, 0, 0x23_0000, 32, WRITE, 0)
+        .publish(SLOT0, 0, B, &[0])
+        .wait_used(B, 1, "second")
+        .expect(B.used + 8, 32);
+    let code = finish(&mut a, "reset ok");
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), "reset.elf", &code);
+    let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--rng"]), LIMIT);
+    assert_eq!(run.stdout, "reset ok\n", "stderr: {}", run.stderr);
+    assert!(run.status.success());
+}
