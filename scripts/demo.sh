@@ -36,12 +36,14 @@ PY
 
 # The VM sandbox first; where it cannot start here the runtime says why before it
 # creates anything, and the demo falls back to the OS-level sandbox.
-if out=$("$hull" --root "$root" --sandbox vm run --bundle "$work/bundle" "$id" 2>"$work/vm.err"); then
-  echo "demo: ran busybox in a microVM (VM sandbox)"
+if out=$("$hull" --root "$root" --debug --sandbox vm run --bundle "$work/bundle" "$id" 2>"$work/vm.err"); then
+  # --debug says which hypervisor `--vmm auto` picked and why.
+  why=$(grep -o 'picked [^"]*' "$work/vm.err" | head -n1 | sed 's/\\"/"/g')
+  echo "demo: ran busybox in a microVM (VM sandbox; hypervisor: ${why:-unknown})"
   echo "$out"
   exit 0
 fi
-echo "demo: the VM sandbox cannot run here: $(head -n1 "$work/vm.err")"
+echo "demo: the VM sandbox cannot run here: $(grep -v 'level=debug' "$work/vm.err" | head -n1)"
 echo "demo: running busybox with the OS-level sandbox (namespaces + cgroups on the host, no VM)"
 status=0
 "$hull" --root "$root" --sandbox os run --bundle "$work/bundle" "$id" || status=$?
