@@ -114,8 +114,14 @@ pub fn features(_args: &Features) -> Result<()> {
         "annotations": {
             "io.github.hull.version": env!("CARGO_PKG_VERSION"),
             "io.github.hull.sandboxes": "vm,os",
+            "io.github.hull.hypervisors": "hull-vmm,qemu",
         },
-        "potentiallyUnsafeConfigAnnotations": [SANDBOX_ANNOTATION],
+        "potentiallyUnsafeConfigAnnotations": [
+            SANDBOX_ANNOTATION,
+            crate::sandbox::vm::hypervisor::VMM_ANNOTATION,
+            crate::sandbox::vm::sizing::VCPUS_ANNOTATION,
+            crate::sandbox::vm::sizing::MEMORY_ANNOTATION,
+        ],
     });
     println!(
         "{}",
