@@ -36,68 +36,76 @@ impl HostInterface {
     }
 }
 
-/// Lists the interfaces of the calling thread's network namespace, in index order.
-pub(crate) fn list() -> Result<Vec<HostInterface>, String> {
-    let mut ifaces = Vec::new();
-    for l in iproute::json("ip", &["-d", "link", "show"])? {
+/// What [`list`] found.
+pub(crate) struct Inventory {
+    pub interfaces: Vec<HostInterface>,
+    /// hull taps already in the namespace (of any container).
+    pub taps: Vec<String>,
+}
+
+/// Lists the interfaces of the calling thread's network namespace, in index order,
+/// with two `ip` runs.
+pub(crate) fn list() -> Result<Inventory, String> {
+    let mut interfaces: Vec<HostInterface> = Vec::new();
+    let mut taps = Vec::new();
+    for l in iproute::json("ip", &["-d", "addr", "show"])? {
         let name = str_of(&l, "ifname");
         let kind = l["linkinfo"]["info_kind"].as_str().map(str::to_string);
-        if name == "lo" || (kind.as_deref() == Some("tun") && tap::is_hull_tap(&name)) {
+        if kind.as_deref() == Some("tun") && tap::is_hull_tap(&name) {
+            taps.push(name);
             continue;
         }
-        ifaces.push(HostInterface {
-            link_type: str_of(&l, "link_type"),
-            kind,
-            guest: NetInterface {
-                mac: str_of(&l, "address"),
-                mtu: l["mtu"].as_u64().unwrap_or(1500) as u32,
-                name,
-                addresses: Vec::new(),
-                routes: Vec::new(),
-            },
-        });
-    }
-    let by_name: HashMap<String, usize> = ifaces
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.guest.name.clone(), i))
-        .collect();
-    for a in iproute::json("ip", &["addr", "show"])? {
-        let Some(&i) = by_name.get(&str_of(&a, "ifname")) else {
+        if name == "lo" {
             continue;
+        }
+        let mut guest = NetInterface {
+            mac: str_of(&l, "address"),
+            mtu: l["mtu"].as_u64().unwrap_or(1500) as u32,
+            name,
+            addresses: Vec::new(),
+            routes: Vec::new(),
         };
-        for info in a["addr_info"].as_array().into_iter().flatten() {
+        for info in l["addr_info"].as_array().into_iter().flatten() {
             // Link-local addresses belong to the link: the guest kernel makes its own
             // (the same ones, from the same MAC).
             if matches!(info["scope"].as_str(), Some("link" | "host")) {
                 continue;
             }
             if let (Some(ip), Some(len)) = (info["local"].as_str(), info["prefixlen"].as_u64()) {
-                ifaces[i].guest.addresses.push(format!("{ip}/{len}"));
+                guest.addresses.push(format!("{ip}/{len}"));
             }
         }
+        interfaces.push(HostInterface {
+            link_type: str_of(&l, "link_type"),
+            kind,
+            guest,
+        });
     }
-    for v6 in [false, true] {
-        let args: &[&str] = if v6 {
-            &["-6", "route", "show", "table", "main"]
-        } else {
-            &["-4", "route", "show", "table", "main"]
+    let by_name: HashMap<String, usize> = interfaces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.guest.name.clone(), i))
+        .collect();
+    // Both families in one dump; the main table's entries carry no "table".
+    for r in iproute::json("ip", &["route", "show", "table", "all"])? {
+        if r.get("table").is_some() {
+            continue;
+        }
+        let Some(&i) = by_name.get(&str_of(&r, "dev")) else {
+            continue; // multipath or another device's route
         };
-        for r in iproute::json("ip", args)? {
-            let Some(&i) = by_name.get(&str_of(&r, "dev")) else {
-                continue; // multipath or another device's route
-            };
-            if let Some(route) = guest_route(&r, v6) {
-                ifaces[i].guest.routes.push(route);
-            }
+        if let Some(route) = guest_route(&r) {
+            interfaces[i].guest.routes.push(route);
         }
     }
-    Ok(ifaces)
+    Ok(Inventory { interfaces, taps })
 }
 
 /// The route the guest must add for one `ip -j route` entry; None for the routes the
 /// guest kernel makes itself (subnet routes of its addresses) and non-unicast ones.
-fn guest_route(r: &Value, v6: bool) -> Option<Route> {
+/// `ip -j` names no family: an IPv6 route has a `:` in its destination or gateway (a
+/// default route without a gateway counts as IPv4).
+fn guest_route(r: &Value) -> Option<Route> {
     if r["protocol"].as_str() == Some("kernel") {
         return None;
     }
@@ -107,6 +115,7 @@ fn guest_route(r: &Value, v6: bool) -> Option<Route> {
         }
     }
     let dst = r["dst"].as_str()?;
+    let v6 = dst.contains(':') || r["gateway"].as_str().is_some_and(|g| g.contains(':'));
     let dest = match dst {
         "default" if v6 => "::/0".to_string(),
         "default" => "default".to_string(),
@@ -134,36 +143,29 @@ mod tests {
     #[test]
     fn kernel_and_non_unicast_routes_are_left_to_the_guest() {
         let kernel = json!({"dst":"10.9.0.0/24","dev":"eth0","protocol":"kernel","scope":"link"});
-        assert!(guest_route(&kernel, false).is_none());
+        assert!(guest_route(&kernel).is_none());
         let blackhole = json!({"type":"blackhole","dst":"10.5.0.0/16","flags":[]});
-        assert!(guest_route(&blackhole, false).is_none());
+        assert!(guest_route(&blackhole).is_none());
     }
 
     #[test]
     fn routes_keep_gateway_source_and_metric() {
-        let r = guest_route(
-            &json!({"dst":"default","gateway":"10.9.0.1","dev":"eth0","metric":7}),
-            false,
-        )
-        .unwrap();
+        let r = guest_route(&json!({"dst":"default","gateway":"10.9.0.1","dev":"eth0","metric":7}))
+            .unwrap();
         assert_eq!(
             (r.dest.as_str(), r.gateway.as_deref(), r.metric),
             ("default", Some("10.9.0.1"), Some(7))
         );
-        let r6 = guest_route(
-            &json!({"dst":"default","gateway":"fd00::1","dev":"eth0"}),
-            true,
-        );
+        let r6 = guest_route(&json!({"dst":"default","gateway":"fd00::1","dev":"eth0"}));
         assert_eq!(r6.unwrap().dest, "::/0");
-        let host = guest_route(
-            &json!({"dst":"10.1.2.3","dev":"eth0","prefsrc":"10.9.0.2"}),
-            false,
-        )
-        .unwrap();
+        let host =
+            guest_route(&json!({"dst":"10.1.2.3","dev":"eth0","prefsrc":"10.9.0.2"})).unwrap();
         assert_eq!(
             (host.dest.as_str(), host.source.as_deref()),
             ("10.1.2.3/32", Some("10.9.0.2"))
         );
+        let host6 = guest_route(&json!({"dst":"fd00::5","dev":"eth0"})).unwrap();
+        assert_eq!(host6.dest, "fd00::5/128");
     }
 
     #[test]

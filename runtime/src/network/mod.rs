@@ -59,8 +59,8 @@ pub fn attach_vm(netns: &Path, id: &str) -> Result<Vec<VmNic>> {
             netns: netns.to_path_buf(),
             msg,
         };
-        let ifaces = inventory::list().map_err(setup)?;
-        for i in &ifaces {
+        let found = inventory::list().map_err(setup)?;
+        for i in &found.interfaces {
             if let Some(why) = i.unredirectable() {
                 return Err(Error::Unredirectable {
                     netns: netns.to_path_buf(),
@@ -69,38 +69,22 @@ pub fn attach_vm(netns: &Path, id: &str) -> Result<Vec<VmNic>> {
                 });
             }
         }
-        if ifaces.len() > MAX_TAPS {
+        if found.interfaces.len() > MAX_TAPS {
             return Err(setup(format!(
                 "{} interfaces; a VM takes at most {MAX_TAPS}",
-                ifaces.len()
+                found.interfaces.len()
             )));
         }
-        let existing = remove_taps_of(id).map_err(setup)?;
-        if existing > 0 {
+        let prefix = tap_prefix(id);
+        if found.taps.iter().any(|t| t.starts_with(&prefix)) {
+            let n = remove_taps_of(id).map_err(setup)?;
             log::warn!(
-                "{}: removed {existing} stale tap(s) of container {id}",
+                "{}: removed {n} stale tap(s) of container {id}",
                 netns.display()
             );
         }
-        let mut nics = Vec::with_capacity(ifaces.len());
-        let made = ifaces.into_iter().enumerate().try_for_each(|(n, i)| {
-            let name = tap_name(id, n);
-            let fd = tap::create(&name).map_err(|e| format!("creating tap {name}: {e}"))?;
-            let nic = VmNic {
-                tap_name: name,
-                tap: fd,
-                guest: i.guest,
-            };
-            let mtu = nic.guest.mtu.to_string();
-            nics.push(nic);
-            let nic = nics.last().expect("just pushed");
-            iproute::run(
-                "ip",
-                &["link", "set", "dev", &nic.tap_name, "mtu", &mtu, "up"],
-            )?;
-            tc_redirect::connect(&nic.guest.name, &nic.tap_name)
-        });
-        if let Err(msg) = made {
+        let mut nics = Vec::with_capacity(found.interfaces.len());
+        if let Err(msg) = make_taps(id, found.interfaces, &mut nics) {
             drop(nics);
             if let Err(e) = remove_taps_of(id) {
                 log::warn!(
@@ -112,6 +96,43 @@ pub fn attach_vm(netns: &Path, id: &str) -> Result<Vec<VmNic>> {
         }
         Ok(nics)
     })
+}
+
+/// Creates a tap per interface (pushed to `nics` as soon as it exists, so a failure
+/// leaves them to the caller's clean-up), brings them up with the interface's MTU and
+/// its name as their alias (detach finds the pairs by it), and redirects each pair.
+fn make_taps(
+    id: &str,
+    ifaces: Vec<inventory::HostInterface>,
+    nics: &mut Vec<VmNic>,
+) -> std::result::Result<(), String> {
+    for (n, i) in ifaces.into_iter().enumerate() {
+        let name = tap_name(id, n);
+        let fd = tap::create(&name).map_err(|e| format!("creating tap {name}: {e}"))?;
+        nics.push(VmNic {
+            tap_name: name,
+            tap: fd,
+            guest: i.guest,
+        });
+    }
+    if nics.is_empty() {
+        return Ok(());
+    }
+    let links: Vec<String> = nics
+        .iter()
+        .map(|n| {
+            format!(
+                "link set dev {} mtu {} alias {} up",
+                n.tap_name, n.guest.mtu, n.guest.name
+            )
+        })
+        .collect();
+    iproute::batch("ip", &links).map_err(|(_, msg)| msg)?;
+    let pairs: Vec<(&str, &str)> = nics
+        .iter()
+        .map(|n| (n.guest.name.as_str(), n.tap_name.as_str()))
+        .collect();
+    tc_redirect::connect_all(&pairs)
 }
 
 /// Removes `id`'s taps and the tc redirects to them from `netns`. Idempotent; a
@@ -132,34 +153,43 @@ pub fn detach_vm(netns: &Path, id: &str) -> Result<()> {
 /// taps, then the taps; how many taps there were.
 fn remove_taps_of(id: &str) -> std::result::Result<usize, String> {
     let prefix = tap_prefix(id);
-    let links = iproute::json("ip", &["link", "show"])?;
-    let names: Vec<String> = links
-        .iter()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect();
-    let (taps, others): (Vec<_>, Vec<_>) = names.iter().partition(|n| n.starts_with(&prefix));
+    let mut taps = Vec::new();
+    let mut paired = Vec::new();
+    let mut others = Vec::new();
+    for l in iproute::json("ip", &["link", "show"])? {
+        let name = l["ifname"].as_str().unwrap_or_default().to_string();
+        if name.starts_with(&prefix) {
+            paired.push(l["ifalias"].as_str().map(str::to_string));
+            taps.push(name);
+        } else {
+            others.push(name);
+        }
+    }
     if taps.is_empty() {
         return Ok(0);
     }
+    // Each tap's alias names its interface; without one, any interface may redirect.
+    let candidates: Vec<String> = match paired.into_iter().collect::<Option<Vec<_>>>() {
+        Some(names) => others.into_iter().filter(|o| names.contains(o)).collect(),
+        None => others,
+    };
     let mut first_err = None;
-    for dev in others {
-        let ours = match tc_redirect::targets(dev) {
-            Ok(t) => t.iter().any(|t| t.starts_with(&prefix)),
+    let mut ours = Vec::new();
+    for dev in candidates {
+        match tc_redirect::targets(&dev) {
+            Ok(t) if t.iter().any(|t| t.starts_with(&prefix)) => ours.push(dev),
+            Ok(_) => {}
             Err(e) => {
-                first_err.get_or_insert(e);
-                false
-            }
-        };
-        if ours {
-            if let Err(e) = tc_redirect::disconnect(dev) {
                 first_err.get_or_insert(e);
             }
         }
     }
-    for tap in &taps {
-        if let Err(e) = iproute::run("ip", &["link", "del", "dev", tap]) {
-            first_err.get_or_insert(e);
-        }
+    if let Err(e) = tc_redirect::disconnect_all(&ours) {
+        first_err.get_or_insert(e);
+    }
+    let dels: Vec<String> = taps.iter().map(|t| format!("link del dev {t}")).collect();
+    if let Err((_, e)) = iproute::batch("ip", &dels) {
+        first_err.get_or_insert(e);
     }
     match first_err {
         Some(e) => Err(e),

@@ -4,33 +4,28 @@
 
 use super::iproute;
 
-/// Redirects `a`'s incoming frames out of `b` and `b`'s out of `a`.
-pub(crate) fn connect(a: &str, b: &str) -> Result<(), String> {
-    redirect(a, b)?;
-    redirect(b, a)
-}
-
-fn redirect(from: &str, to: &str) -> Result<(), String> {
-    if has_ingress_qdisc(from)? {
-        return Err(format!(
-            "interface {from} already has an ingress qdisc (another VM's tc redirect, or the netns creator's own filters)"
-        ));
+/// Redirects each `(interface, tap)` pair both ways, in one `tc` run.
+pub(crate) fn connect_all(pairs: &[(&str, &str)]) -> Result<(), String> {
+    let mut lines = Vec::new();
+    let mut qdisc_of_line = Vec::new();
+    for (a, b) in pairs {
+        for (from, to) in [(a, b), (b, a)] {
+            qdisc_of_line.push(Some(*from));
+            lines.push(format!("qdisc add dev {from} ingress"));
+            qdisc_of_line.push(None);
+            lines.push(format!(
+                "filter add dev {from} parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev {to}"
+            ));
+        }
     }
-    iproute::run("tc", &["qdisc", "add", "dev", from, "ingress"])?;
-    iproute::run(
-        "tc",
-        &[
-            "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match",
-            "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
-        ],
-    )?;
-    Ok(())
-}
-
-fn has_ingress_qdisc(dev: &str) -> Result<bool, String> {
-    Ok(iproute::json("tc", &["qdisc", "show", "dev", dev])?
-        .iter()
-        .any(|q| q["kind"].as_str() == Some("ingress")))
+    iproute::batch("tc", &lines).map_err(|(line, msg)| {
+        match line.and_then(|n| qdisc_of_line[n]) {
+            Some(dev) if msg.contains("Exclusivity flag on") => format!(
+                "interface {dev} already has an ingress qdisc (another VM's tc redirect, or the netns creator's own filters)"
+            ),
+            _ => msg,
+        }
+    })
 }
 
 /// The devices `dev`'s ingress filters redirect to.
@@ -48,10 +43,14 @@ pub(crate) fn targets(dev: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Removes `dev`'s ingress qdisc and with it every filter on it.
-pub(crate) fn disconnect(dev: &str) -> Result<(), String> {
-    if has_ingress_qdisc(dev)? {
-        iproute::run("tc", &["qdisc", "del", "dev", dev, "ingress"])?;
+/// Removes the ingress qdiscs (and with them every filter) of `devs`, in one `tc` run.
+pub(crate) fn disconnect_all(devs: &[String]) -> Result<(), String> {
+    if devs.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let lines: Vec<String> = devs
+        .iter()
+        .map(|d| format!("qdisc del dev {d} ingress"))
+        .collect();
+    iproute::batch("tc", &lines).map_err(|(_, msg)| msg)
 }
