@@ -28,6 +28,8 @@ use table::{Row, Side};
 
 const DEFAULT_RUNS: usize = 20;
 const WARMUP: usize = 1;
+/// The process a container runs while its memory is measured.
+const SLEEPING: &[&str] = &["sleep", "600"];
 
 fn runs_from_args() -> Result<usize, String> {
     let mut runs = match std::env::var("HULL_BENCH_RUNS") {
@@ -104,15 +106,17 @@ struct Bundles {
 struct RuntimeUnderTest {
     rt: Result<OciRuntime, String>,
     root: tempfile::TempDir,
+    /// The container's processes run in a guest, not on the host.
+    in_guest: bool,
 }
 
 impl RuntimeUnderTest {
-    fn new(rt: Result<OciRuntime, String>) -> Self {
+    fn new(rt: Result<OciRuntime, String>, in_guest: bool) -> Self {
         let root = tempfile::Builder::new()
             .prefix("hull-bench-root-")
             .tempdir()
             .expect("temp dir for runtime state");
-        RuntimeUnderTest { rt, root }
+        RuntimeUnderTest { rt, root, in_guest }
     }
 
     fn latency(&self, bundles: &Result<Bundles, String>, runs: usize) -> Measured {
@@ -136,8 +140,15 @@ impl RuntimeUnderTest {
             rt.name,
             runs + WARMUP
         );
+        // Under a VM sandbox the workload runs in the guest: nothing to wait for.
+        let host_workload = (!self.in_guest).then_some(SLEEPING[0]);
         samples(runs, || {
-            rt.footprint(self.root.path(), b.sleeping.path(), &next_id())
+            rt.footprint(
+                self.root.path(),
+                b.sleeping.path(),
+                &next_id(),
+                host_workload,
+            )
         })
     }
 }
@@ -183,7 +194,7 @@ fn make_bundles() -> Result<Bundles, String> {
     }
     Ok(Bundles {
         run_true: Bundle::busybox("os", &["true"]),
-        sleeping: Bundle::busybox("os", &["sleep", "600"]),
+        sleeping: Bundle::busybox("os", SLEEPING),
     })
 }
 
@@ -237,10 +248,10 @@ fn main() -> ExitCode {
 
     // create -> start -> exit, and what a running container costs.
     let bundles = make_bundles();
-    let vm = RuntimeUnderTest::new(hull_runtime("vm"));
-    let os = RuntimeUnderTest::new(hull_runtime("os"));
-    let runc = RuntimeUnderTest::new(runc);
-    let crun = RuntimeUnderTest::new(crun);
+    let vm = RuntimeUnderTest::new(hull_runtime("vm"), true);
+    let os = RuntimeUnderTest::new(hull_runtime("os"), false);
+    let runc = RuntimeUnderTest::new(runc, false);
+    let crun = RuntimeUnderTest::new(crun, false);
     let vm_run = vm.latency(&bundles, runs);
     let os_run = os.latency(&bundles, runs);
     let runc_run = runc.latency(&bundles, runs);

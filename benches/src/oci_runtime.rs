@@ -12,6 +12,8 @@ use crate::procs;
 
 /// A runtime call taking longer than this is killed and fails its row.
 const CALL_LIMIT: Duration = Duration::from_secs(120);
+/// How long a started container's process may take to exec its workload.
+const WORKLOAD_LIMIT: Duration = Duration::from_secs(10);
 
 /// Waits for `child`; past `limit` kills it and returns `None`. The wait itself
 /// blocks (no polling), so the measured time is not rounded up to a poll interval.
@@ -123,16 +125,46 @@ impl OciRuntime {
     }
 
     /// Starts the bundle detached, measures what it costs while it runs, deletes it.
-    pub fn footprint(&self, root: &Path, bundle: &Path, id: &str) -> Result<Footprint, String> {
+    /// `host_workload`: the comm of the container's process where it runs on the host
+    /// (not in a guest); the measurement waits until it has exec'd, since `run
+    /// --detach` may return while the runtime's init is still in its place.
+    pub fn footprint(
+        &self,
+        root: &Path,
+        bundle: &Path,
+        id: &str,
+        host_workload: Option<&str>,
+    ) -> Result<Footprint, String> {
         let mut c = self.command(root);
         c.args(["run", "--detach", "--bundle"]).arg(bundle).arg(id);
         let started = self.call(c, "run --detach");
-        let measured = started.and_then(|()| measure_descendants());
+        let measured = started
+            .and_then(|()| match host_workload {
+                Some(w) => wait_for_workload(w),
+                None => Ok(()),
+            })
+            .and_then(|()| measure_descendants());
         let leftover = cleanup(self, root, id);
         let fp = measured?;
         leftover?;
         Ok(fp)
     }
+}
+
+/// Waits until one of the bench's descendants is named `comm`.
+fn wait_for_workload(comm: &str) -> Result<(), String> {
+    let deadline = Instant::now() + WORKLOAD_LIMIT;
+    let me = std::process::id();
+    while !procs::descendants(me)
+        .iter()
+        .any(|&p| procs::comm(p) == comm)
+    {
+        if Instant::now() > deadline {
+            return Err(format!("the container's {comm} never ran on the host"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// The bench's descendants now: the container's host processes.
