@@ -151,14 +151,13 @@ impl OciRuntime {
     }
 }
 
-/// Waits until one of the bench's descendants is named `comm`.
+/// Waits until one of the bench's descendants is named `comm` and sleeps: exec'd and
+/// settled in its wait, with the pages it runs on faulted in.
 fn wait_for_workload(comm: &str) -> Result<(), String> {
     let deadline = Instant::now() + WORKLOAD_LIMIT;
     let me = std::process::id();
-    while !procs::descendants(me)
-        .iter()
-        .any(|&p| procs::comm(p) == comm)
-    {
+    let settled = |p: u32| procs::comm(p) == comm && procs::state(p) == Some('S');
+    while !procs::descendants(me).into_iter().any(settled) {
         if Instant::now() > deadline {
             return Err(format!("the container's {comm} never ran on the host"));
         }

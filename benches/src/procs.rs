@@ -27,6 +27,16 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The process's state letter (R running, S sleeping, Z zombie, ...).
+pub fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
 /// Every live descendant of `root`, zombies included.
 pub fn descendants(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -199,6 +209,8 @@ Rss:                 512 kB
             .spawn()
             .unwrap();
         let me = std::process::id();
+        // /proc/<pid>/stat of the process reading it: running.
+        assert_eq!(state(me), Some('R'));
         assert!(descendants(me).contains(&c.id()));
         assert!(pss_kib(c.id()).is_some_and(|k| k > 0));
         c.kill().unwrap();
