@@ -209,12 +209,13 @@ Rss:                 512 kB
             .spawn()
             .unwrap();
         let me = std::process::id();
-        // /proc/<pid>/stat of the process reading it: running.
-        assert_eq!(state(me), Some('R'));
+        // The test harness's main thread runs or waits for this test.
+        assert!(matches!(state(me), Some('R' | 'S')), "{:?}", state(me));
         assert!(descendants(me).contains(&c.id()));
         assert!(pss_kib(c.id()).is_some_and(|k| k > 0));
         c.kill().unwrap();
         c.wait().unwrap();
         assert!(!descendants(me).contains(&c.id()));
+        assert_eq!(state(c.id()), None);
     }
 }
