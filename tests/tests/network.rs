@@ -4,14 +4,13 @@
 //! containers and between a container and the bridge's namespace, MTU and MAC as the
 //! namespace's creator set them, bad input named, nothing left behind.
 //!
-//! Every case runs in the OS-level sandbox, and again in the VM sandbox where `hull
-//! --sandbox vm` can run a container here (probed once with a real `run`); otherwise
-//! the VM variant prints why it skips.
+//! Every case runs in the OS-level sandbox and again in the VM sandbox (QEMU here,
+//! hull-vmm on hardware KVM); a VM variant fails, not skips, when QEMU or the guest
+//! assets are missing.
 
 use std::fs::{self, File};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -49,25 +48,11 @@ fn skip_reason(sandbox: Sandbox) -> Option<String> {
     }
 }
 
-/// Runs a real `hull run` of busybox `true` in the VM sandbox once per test process.
+/// The VM sandbox must run here (QEMU, or hull-vmm on hardware KVM): a missing
+/// piece fails the case instead of skipping it (`make test` provides all of them).
 fn vm_unavailable() -> Option<String> {
-    static PROBE: OnceLock<Option<String>> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            let hull = Hull::new(Sandbox::Vm);
-            let b = Bundle::busybox("vm", &["true"]);
-            let id = hull.id("vm-probe");
-            let out = hull.run(&["run", "--bundle", path_str(b.path()), &id]);
-            if out.status.success() {
-                return None;
-            }
-            let err = String::from_utf8_lossy(&out.stderr);
-            Some(format!(
-                "the VM sandbox cannot run a container here: {}",
-                err.lines().last().unwrap_or("(no message)")
-            ))
-        })
-        .clone()
+    hull_tests::guest::require_vm_sandbox();
+    None
 }
 
 fn path_str(p: &Path) -> &str {
