@@ -260,10 +260,20 @@ fn main() -> ExitCode {
     let os_fp = os.footprints(&bundles, runs);
     let runc_fp = runc.footprints(&bundles, runs);
 
-    let vm_label = match (&hardware_kvm, std::env::var("HULL_BENCH_VMM").ok()) {
-        (_, Some(v)) => format!("VM sandbox (--vmm {v})"),
-        (Ok(()), None) => "VM sandbox (hull-vmm)".to_string(),
-        (Err(_), None) => "VM sandbox (QEMU TCG + hull's vhost-user devices)".to_string(),
+    // Named after the VMM really found among the container's processes, where one was.
+    let seen_vmm = vm_fp.as_ref().ok().and_then(|v| v.first()).and_then(|f| {
+        f.processes
+            .iter()
+            .find(|p| p.starts_with("qemu-system") || p.starts_with("hull-vmm"))
+            .cloned()
+    });
+    let vm_label = match (seen_vmm, &hardware_kvm) {
+        (Some(q), Err(_)) if q.starts_with("qemu") => {
+            "VM sandbox (QEMU TCG + hull's vhost-user devices)".to_string()
+        }
+        (Some(v), _) => format!("VM sandbox ({v})"),
+        (None, Ok(())) => "VM sandbox (--vmm auto: hull-vmm)".to_string(),
+        (None, Err(_)) => "VM sandbox (--vmm auto: QEMU TCG)".to_string(),
     };
     let qemu_label = format!("qemu microvm ({accel}), same kernel + initramfs");
     let run_fig = "run busybox `true`: create → start → exit → delete (ms)";
