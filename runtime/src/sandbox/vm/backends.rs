@@ -5,7 +5,7 @@ use std::path::Path;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use hull_devices::fs::{raise_fd_limit, CachePolicy, Fs, FsConfig};
+use hull_devices::fs::{raise_fd_limit, Fs, FsConfig};
 use hull_devices::vhost_user::serve;
 use hull_devices::vsock::Vsock;
 use vhost::vhost_user::message::VhostUserProtocolFeatures as Protocol;
@@ -25,11 +25,7 @@ pub struct Backends {
 pub fn start(layout: &Layout) -> Result<Backends> {
     let vsock = Vsock::new(GUEST_CID, &layout.vsock)
         .map_err(|e| Error::Sandbox(format!("vsock device on {}: {e}", layout.vsock.display())))?;
-    let mut cfg = FsConfig::new(layout.shared.clone(), SHARE_TAG);
-    // Keep the guest's page cache across opens: re-reading a file's pages after the
-    // invalidation an uncached open does corrupts executables (under investigation).
-    cfg.cache = CachePolicy::Always;
-    let fs = Fs::new(cfg).map_err(|e| {
+    let fs = Fs::new(FsConfig::new(layout.shared.clone(), SHARE_TAG)).map_err(|e| {
         Error::Sandbox(format!(
             "virtio-fs device for {}: {e}",
             layout.shared.display()

@@ -14,9 +14,15 @@ use super::shared_fs::SHARE_TAG;
 use super::sizing::VmSize;
 use crate::error::{Error, Result};
 
-/// The CPU model QEMU emulates without KVM. Not `max`: glibc then picks string
-/// functions whose emulation misbehaves (busybox `cat` crashed in the guest).
+/// The CPU model QEMU emulates without KVM: the baseline x86-64 one, the cheapest to
+/// emulate.
 const TCG_CPU: &str = "qemu64";
+
+/// TCG reuses code it translated from a guest page until a vCPU writes to that page;
+/// the vhost-user backends' writes (virtio-fs filling the page cache) bypass it, so a
+/// recycled page would run the code it held before. Zeroing each page as it is
+/// allocated is such a vCPU write.
+const TCG_GUEST_ARG: &str = "init_on_alloc=1";
 
 /// Everything both hypervisors are given.
 pub struct GuestSpec<'a> {
@@ -100,6 +106,11 @@ fn qemu(g: &GuestSpec) -> Result<Command> {
         .ok_or_else(|| Error::Sandbox("qemu-system-x86_64 not found".into()))?;
     let hw = hull_vmm::kvm::hardware_kvm_usable().is_ok();
     let mem = format!("{}M", g.size.memory_mib);
+    let mut append = cmdline(g, Hypervisor::Qemu);
+    if !hw {
+        append.push(' ');
+        append.push_str(TCG_GUEST_ARG);
+    }
     let mut c = Command::new(bin);
     c.args(["-name", "hull"])
         .args(["-accel", if hw { "kvm" } else { "tcg" }])
@@ -118,7 +129,7 @@ fn qemu(g: &GuestSpec) -> Result<Command> {
         .arg(&g.assets.kernel)
         .arg("-initrd")
         .arg(&g.assets.initramfs)
-        .args(["-append", &cmdline(g, Hypervisor::Qemu)])
+        .args(["-append", &append])
         .arg("-chardev")
         .arg(chardev("vsock", &g.layout.vsock_backend))
         .args(["-device", "vhost-user-vsock-device,chardev=vsock"])

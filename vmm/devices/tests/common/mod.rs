@@ -158,7 +158,9 @@ pub fn run_guest(
         .arg(&a.vmlinux)
         .arg("-initrd")
         .arg(&initrd)
-        .args(["-append", "console=ttyS0 reboot=t panic=-1"])
+        // init_on_alloc: TCG drops code translated from a page only when a vCPU writes
+        // it, never when the backend does; zeroing pages on allocation is such a write.
+        .args(["-append", "console=ttyS0 reboot=t panic=-1 init_on_alloc=1"])
         .args(["-no-reboot", "-nographic"])
         .stdin(Stdio::null())
         .stdout(fs::File::create(&console).unwrap())
