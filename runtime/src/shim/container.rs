@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use containerd_shim::api::Status;
-use containerd_shim::mount::{mount_rootfs, umount_recursive};
 use containerd_shim_protos::types::mount::Mount;
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +16,8 @@ use super::hull_command::{CommandIo, Hull};
 use super::process::{Exit, Process};
 use super::process_io::{PendingIo, StdioPaths};
 use super::reaper::reaper;
+use super::rootfs::mount_rootfs;
+pub use super::rootfs::unmount_rootfs;
 
 /// What `containerd-shim-hull-v2 delete` needs to clean up after a shim that died:
 /// written into the bundle at Create.
@@ -48,35 +49,6 @@ pub struct CreateSpec<'a> {
     pub rootfs: &'a [Mount],
     pub stdio: StdioPaths,
     pub hull: Hull,
-}
-
-fn rootfs_of(bundle: &Path) -> PathBuf {
-    bundle.join("rootfs")
-}
-
-pub fn unmount_rootfs(bundle: &Path) {
-    let rootfs = rootfs_of(bundle);
-    if let Some(p) = rootfs.to_str() {
-        if let Err(e) = umount_recursive(Some(p), libc::MNT_DETACH) {
-            log::warn!("unmounting {p}: {e}");
-        }
-    }
-}
-
-fn mount_all(rootfs: &[Mount], bundle: &Path) -> Result<(), ShimError> {
-    let target = rootfs_of(bundle);
-    for m in rootfs {
-        if let Err(e) = mount_rootfs(Some(&m.type_), Some(&m.source), &m.options, &target) {
-            unmount_rootfs(bundle);
-            return Err(ShimError::internal(format!(
-                "mounting the rootfs ({} {} at {}): {e}",
-                m.type_,
-                m.source,
-                target.display()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Reaps `pid` on a thread, then records the exit and tells containerd.
@@ -125,7 +97,7 @@ impl Container {
             ))
         })?;
         let mut pending = PendingIo::prepare(&stdio).map_err(ShimError::invalid)?;
-        mount_all(rootfs, bundle)?;
+        mount_rootfs(rootfs, bundle).map_err(ShimError::internal)?;
         let undo = |hull: &Hull, created: bool| {
             if created {
                 let _ = hull.run(bundle, &["delete", "--force", id], CommandIo::default());

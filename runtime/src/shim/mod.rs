@@ -17,6 +17,7 @@ pub mod pod;
 pub mod process;
 pub mod process_io;
 pub mod reaper;
+pub mod rootfs;
 pub mod service;
 pub mod stats;
 
