@@ -80,6 +80,19 @@ impl Bundle {
 
 /// Copies busybox into `rootfs/bin` with a symlink per applet, plus the few files a
 /// shell and `id` want.
+/// The applets of [`BUSYBOX`] (what `busybox --list` names), busybox itself left out.
+pub fn busybox_applets() -> Vec<String> {
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|a| *a != "busybox")
+        .map(str::to_owned)
+        .collect()
+}
+
 fn make_rootfs(rootfs: &Path) {
     for d in [
         "bin",
@@ -96,14 +109,8 @@ fn make_rootfs(rootfs: &Path) {
         fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox");
-    let list = Command::new(BUSYBOX)
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = symlink("busybox", rootfs.join("bin").join(applet));
-        }
+    for applet in busybox_applets() {
+        let _ = symlink("busybox", rootfs.join("bin").join(applet));
     }
     fs::write(
         rootfs.join("etc/passwd"),

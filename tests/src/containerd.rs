@@ -6,9 +6,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use crate::hull_cli::hull_bin_dir;
 
 /// The containerd namespace the tests use.
 pub const NAMESPACE: &str = "hull-test";
@@ -33,49 +34,6 @@ pub fn which(bin: &str) -> Option<PathBuf> {
         std::env::split_paths(&paths)
             .map(|d| d.join(bin))
             .find(|p| p.is_file())
-    })
-}
-
-/// The directory holding `hull` and `containerd-shim-hull-v2`, built (once per test
-/// process) by the cargo running the tests into its own target dir and profile.
-pub fn hull_bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        // <target>/<profile>/deps/<test exe>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
-        let profile = profile_dir
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args(["build", "--quiet", "-p", "hull-runtime"])
-            .args(["--bin", "hull", "--bin", "containerd-shim-hull-v2"])
-            .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-            .stdin(Stdio::null());
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            p => {
-                cmd.args(["--profile", p]);
-            }
-        }
-        let st = cmd
-            .status()
-            .expect("running cargo build for hull's binaries");
-        assert!(st.success(), "cargo build -p hull-runtime failed: {st}");
-        for bin in ["hull", "containerd-shim-hull-v2"] {
-            assert!(
-                profile_dir.join(bin).is_file(),
-                "{bin} missing in {} after the build",
-                profile_dir.display()
-            );
-        }
-        profile_dir.to_path_buf()
     })
 }
 

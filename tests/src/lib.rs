@@ -6,3 +6,4 @@ pub mod hull_cli;
 pub mod netns;
 pub mod oci_image;
 pub mod qemu;
+pub mod sandbox;

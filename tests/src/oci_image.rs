@@ -4,12 +4,11 @@
 //! that `ctr image import` takes.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::bundle::BUSYBOX;
+use crate::bundle::{busybox_applets, BUSYBOX};
 
 /// The name the image gets in containerd.
 pub const IMAGE_NAME: &str = "hull.test/busybox:latest";
@@ -93,14 +92,8 @@ pub fn busybox_layer() -> Vec<u8> {
         t.dir(d);
     }
     t.file("bin/busybox", 0o755, &busybox);
-    let list = Command::new(BUSYBOX)
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            t.symlink(&format!("bin/{applet}"), "busybox");
-        }
+    for applet in busybox_applets() {
+        t.symlink(&format!("bin/{applet}"), "busybox");
     }
     t.file(
         "etc/passwd",
@@ -185,7 +178,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layer = dir.path().join("layer.tar");
         std::fs::write(&layer, busybox_layer()).unwrap();
-        let out = Command::new("tar")
+        let out = std::process::Command::new("tar")
             .arg("-tvf")
             .arg(&layer)
             .output()

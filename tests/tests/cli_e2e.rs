@@ -15,23 +15,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use hull_tests::bundle::{self, Bundle};
-use hull_tests::hull_cli::hull_bin;
+use hull_tests::hull_cli::{hull_bin, run_bounded};
+use hull_tests::sandbox::Sandbox;
 use serde_json::Value;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sandbox {
-    Os,
-    Vm,
-}
-
-impl Sandbox {
-    fn name(self) -> &'static str {
-        match self {
-            Sandbox::Os => "os",
-            Sandbox::Vm => "vm",
-        }
-    }
-}
 
 /// Why the end-to-end cases cannot run here, if they cannot.
 fn skip_reason(sb: Sandbox) -> Option<String> {
@@ -102,45 +88,9 @@ impl Hull {
         c
     }
 
-    /// Runs hull with `stdin` as input. Output goes through files, not pipes: a
-    /// supervisor that inherits them would keep pipes open after hull exits.
+    /// Runs hull with `stdin` as input (see [`run_bounded`]).
     fn run_with(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let dir = tempfile::tempdir().unwrap();
-        let (o, e) = (dir.path().join("out"), dir.path().join("err"));
-        let mut c = self.cmd(args);
-        c.stdout(File::create(&o).unwrap())
-            .stderr(File::create(&e).unwrap());
-        c.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        let mut child = c.spawn().expect("spawn hull");
-        if let Some(input) = stdin {
-            let mut s = child.stdin.take().unwrap();
-            s.write_all(input).unwrap();
-        }
-        // A hung command fails its test instead of hanging the suite.
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "hull {args:?} did not finish within {COMMAND_TIMEOUT:?}; stderr: {}",
-                    String::from_utf8_lossy(&fs::read(&e).unwrap_or_default())
-                );
-            }
-            sleep(Duration::from_millis(5));
-        };
-        Output {
-            status,
-            stdout: fs::read(&o).unwrap(),
-            stderr: fs::read(&e).unwrap(),
-        }
+        run_bounded(self.cmd(args), stdin, COMMAND_TIMEOUT)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -1059,8 +1009,13 @@ fn preserve_fds(sb: Sandbox) {
     assert_eq!(fs::read_to_string(&shared).unwrap(), "via-fd-3\n");
 }
 
+/// Each case once per sandbox: `Os::case` and `Vm::case`.
 macro_rules! sandbox_tests {
-    ($sandbox:ident: $($case:ident),* $(,)?) => {
+    ($($case:ident),* $(,)?) => {
+        sandbox_tests!(@in Os: $($case),*);
+        sandbox_tests!(@in Vm: $($case),*);
+    };
+    (@in $sandbox:ident: $($case:ident),*) => {
         #[allow(non_snake_case)]
         mod $sandbox {
             $(
@@ -1073,28 +1028,7 @@ macro_rules! sandbox_tests {
     };
 }
 
-sandbox_tests!(Os:
-    run_exit_codes,
-    run_stdio,
-    run_env_cwd_user_hostname,
-    lifecycle_and_signals,
-    run_killed_by_signal,
-    exec_processes,
-    ps_pause_resume,
-    update_memory_limit,
-    delete_force_running,
-    supervisor_killed_from_outside,
-    two_containers_and_list,
-    bad_bundles_leave_nothing,
-    unknown_and_invalid_ids,
-    run_detached_and_forwarded_signals,
-    terminals,
-    preserve_fds,
-    failures_late_in_create_leave_nothing,
-    concurrent_short_runs,
-);
-
-sandbox_tests!(Vm:
+sandbox_tests!(
     run_exit_codes,
     run_stdio,
     run_env_cwd_user_hostname,

@@ -13,7 +13,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use hull_tests::containerd::{self, Containerd, NAMESPACE};
+use hull_tests::hull_cli::hull_bin;
 use hull_tests::oci_image::IMAGE_NAME;
+use hull_tests::sandbox::Sandbox;
 
 #[derive(Clone, Copy, Debug)]
 enum Route {
@@ -21,21 +23,6 @@ enum Route {
     HullShim,
     /// `--runtime io.containerd.runc.v2 --runc-binary <hull>`
     RuncBinary,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Sandbox {
-    Os,
-    Vm,
-}
-
-impl Sandbox {
-    fn name(self) -> &'static str {
-        match self {
-            Sandbox::Os => "os",
-            Sandbox::Vm => "vm",
-        }
-    }
 }
 
 struct Case {
@@ -49,7 +36,7 @@ struct Case {
 fn vm_unavailable() -> Option<String> {
     static WHY: OnceLock<Option<String>> = OnceLock::new();
     WHY.get_or_init(|| {
-        let hull = containerd::hull_bin_dir().join("hull");
+        let hull = hull_bin();
         let bundle = hull_tests::bundle::Bundle::busybox("vm", &["true"]);
         let root = tempfile::tempdir().unwrap();
         let out = Command::new(&hull)
@@ -108,7 +95,7 @@ impl Case {
     }
 
     fn hull(&self) -> PathBuf {
-        containerd::hull_bin_dir().join("hull")
+        hull_bin()
     }
 
     /// `ctr run` flags choosing the route and the sandbox.

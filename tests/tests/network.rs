@@ -8,31 +8,17 @@
 //! hull-vmm on hardware KVM); a VM variant fails, not skips, when QEMU or the guest
 //! assets are missing.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hull_tests::bundle::{self, Bundle};
-use hull_tests::hull_cli::hull_bin;
+use hull_tests::hull_cli::{hull_bin, run_bounded};
 use hull_tests::netns::{self, BridgeNet, NetNs};
+use hull_tests::sandbox::Sandbox;
 use serde_json::json;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Sandbox {
-    Os,
-    Vm,
-}
-
-impl Sandbox {
-    fn name(self) -> &'static str {
-        match self {
-            Sandbox::Os => "os",
-            Sandbox::Vm => "vm",
-        }
-    }
-}
 
 /// Longest one hull command may take before the test fails instead of hanging.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -85,37 +71,9 @@ impl Hull {
                 self.ids.borrow_mut().push(id.to_string());
             }
         }
-        let dir = tempfile::tempdir().unwrap();
-        let (o, e) = (dir.path().join("out"), dir.path().join("err"));
-        let mut child = Command::new(hull_bin())
-            .arg("--root")
-            .arg(self.root.path())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(File::create(&o).unwrap())
-            .stderr(File::create(&e).unwrap())
-            .spawn()
-            .expect("spawn hull");
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "hull {args:?} did not finish within {COMMAND_TIMEOUT:?}; stderr: {}",
-                    String::from_utf8_lossy(&fs::read(&e).unwrap_or_default())
-                );
-            }
-            sleep(Duration::from_millis(10));
-        };
-        Output {
-            status,
-            stdout: fs::read(&o).unwrap(),
-            stderr: fs::read(&e).unwrap(),
-        }
+        let mut cmd = Command::new(hull_bin());
+        cmd.arg("--root").arg(self.root.path()).args(args);
+        run_bounded(cmd, None, COMMAND_TIMEOUT)
     }
 
     /// A container id unique to this test process (cgroups are shared by all roots).

@@ -3,27 +3,17 @@
 //! containerd's CRI plugin marks a pod's containers with the pod sandbox's id. As
 //! with runc.v2, all containers of one pod are served by one shim process (the
 //! socket address is derived from the group id, so a later `start` finds the
-//! running shim). Running them in ONE VM needs `hull create` to join an existing
-//! sandbox, which hull cannot do yet: `plan` is the place that decides, and today
-//! a `Join` in the VM sandbox still gets a VM of its own (logged).
+//! running shim). That shim runs every `hull create` of the pod with one `--root`,
+//! where hull itself reads the same annotations and puts a `container` into its
+//! sandbox container's VM.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-/// CRI's annotation naming the pod sandbox a container belongs to.
-pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-/// CRI's annotation saying `sandbox` (the pause container) or `container`.
-pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-/// hull's per-container sandbox choice (`os` or `vm`).
-pub const HULL_SANDBOX: &str = "io.hull.sandbox";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SandboxPlan {
-    /// A sandbox of its own (a plain container, or a pod's sandbox container).
-    New,
-    /// A container of the pod whose sandbox container has this id.
-    Join { sandbox_id: String },
-}
+pub use crate::bundle::SANDBOX_ANNOTATION as HULL_SANDBOX;
+pub use crate::sandbox::vm::pod::{
+    CONTAINER_TYPE_ANNOTATION as CONTAINER_TYPE, SANDBOX_ID_ANNOTATION as SANDBOX_ID,
+};
 
 /// The OCI annotations in `<bundle>/config.json` (none if it has none).
 pub fn read_annotations(bundle: &Path) -> Result<HashMap<String, String>, String> {
@@ -52,18 +42,6 @@ pub fn shim_group(id: &str, annotations: &HashMap<String, String>) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
-pub fn plan(id: &str, annotations: &HashMap<String, String>) -> SandboxPlan {
-    match (
-        annotations.get(CONTAINER_TYPE).map(String::as_str),
-        annotations.get(SANDBOX_ID),
-    ) {
-        (Some("container"), Some(sandbox_id)) if sandbox_id != id => SandboxPlan::Join {
-            sandbox_id: sandbox_id.clone(),
-        },
-        _ => SandboxPlan::New,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,14 +60,6 @@ mod tests {
         assert_eq!(shim_group("pod1", &pause), "pod1");
         assert_eq!(shim_group("app", &app), "pod1");
         assert_eq!(shim_group("plain", &ann(&[])), "plain");
-        assert_eq!(plan("pod1", &pause), SandboxPlan::New);
-        assert_eq!(
-            plan("app", &app),
-            SandboxPlan::Join {
-                sandbox_id: "pod1".into()
-            }
-        );
-        assert_eq!(plan("plain", &ann(&[])), SandboxPlan::New);
     }
 
     #[test]

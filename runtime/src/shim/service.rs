@@ -14,7 +14,7 @@ use super::error::ShimError;
 use super::events::Events;
 use super::hull_command::{find_hull_binary, Hull};
 use super::options::{ShimOptions, DEFAULT_ROOT};
-use super::pod::{self, SandboxPlan, HULL_SANDBOX};
+use super::pod::{self, HULL_SANDBOX};
 use super::process_io::StdioPaths;
 use super::stats::metrics_any;
 use crate::state::validate_id;
@@ -81,13 +81,6 @@ impl Service {
             Some(any) => ShimOptions::from_any(any).map_err(ShimError::invalid)?,
             None => ShimOptions::default(),
         };
-        if let SandboxPlan::Join { sandbox_id } = pod::plan(&req.id, &annotations) {
-            // The seam for one VM per pod: hull create cannot join a sandbox yet.
-            log::info!(
-                "container {:?} belongs to pod sandbox {sandbox_id:?}; it gets a sandbox of its own",
-                req.id
-            );
-        }
         let hull = self.hull_for(&opts, &annotations);
         let container = Container::create(
             CreateSpec {
