@@ -12,6 +12,7 @@ use hull_protocol::ExitStatus;
 use crate::cli::GlobalOpts;
 use crate::error::{Error, Result};
 use crate::sandbox::os::{agent_root, socket_path};
+use crate::state::Store;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Supervise {
@@ -20,6 +21,23 @@ pub struct Supervise {
 
 /// Where a supervisor that failed leaves its reason.
 pub const ERROR_FILE: &str = "supervisor.err";
+
+/// Records `status` as `id`'s exit status and returns the code its host process
+/// exits with (the container's, as runc's callers expect of the `--pid-file` pid).
+pub fn finish(store: &Store, id: &str, status: ExitStatus) -> i32 {
+    if let Err(e) = store.write_exit(id, status) {
+        log::error!("container {id:?}: recording exit status: {e}");
+    }
+    status.as_exit_code()
+}
+
+/// Leaves `why` where `create` reads it: not on stderr, which is the container's.
+pub fn record_failure(store: &Store, id: &str, why: &str) {
+    log::error!("container {id:?}: {why}");
+    if let Ok(dir) = store.dir(id) {
+        let _ = crate::state::write_atomic(&dir.join(ERROR_FILE), why.as_bytes());
+    }
+}
 
 /// Runs the supervisor; returns the process exit code.
 pub fn supervise(g: &GlobalOpts, args: &Supervise) -> i32 {
@@ -32,20 +50,9 @@ pub fn supervise(g: &GlobalOpts, args: &Supervise) -> i32 {
         .dir(id)
         .and_then(|dir| run_engine(&socket_path(&dir), id, &agent_root(&dir)));
     match res {
-        Ok(status) => {
-            if let Err(e) = store.write_exit(id, status) {
-                log::error!("container {id:?}: recording exit status: {e}");
-            }
-            status.as_exit_code()
-        }
+        Ok(status) => finish(&store, id, status),
         Err(e) => {
-            // Not on stderr: that is the container's. `create` reads the reason from
-            // the state directory.
-            let msg = e.to_string();
-            log::error!("supervisor of container {id:?}: {msg}");
-            if let Ok(dir) = store.dir(id) {
-                let _ = crate::state::write_atomic(&dir.join(ERROR_FILE), msg.as_bytes());
-            }
+            record_failure(&store, id, &e.to_string());
             255
         }
     }

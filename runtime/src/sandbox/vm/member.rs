@@ -11,8 +11,8 @@ use super::relay;
 use crate::cli::GlobalOpts;
 use crate::console_bridge::ConsoleBridge;
 use crate::error::Result;
-use crate::state::{self, Store};
-use crate::supervisor::ERROR_FILE;
+use crate::state::Store;
+use crate::supervisor;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct VmMember {
@@ -31,18 +31,9 @@ pub fn supervise(g: &GlobalOpts, args: &VmMember) -> i32 {
     let store = g.store();
     let id = args.container_id.as_str();
     match run(&store, args, signals) {
-        Ok(status) => {
-            if let Err(e) = store.write_exit(id, status) {
-                log::error!("container {id:?}: recording exit status: {e}");
-            }
-            status.as_exit_code()
-        }
+        Ok(status) => supervisor::finish(&store, id, status),
         Err(e) => {
-            let msg = e.to_string();
-            log::error!("pod member {id:?}: {msg}");
-            if let Ok(dir) = store.dir(id) {
-                let _ = state::write_atomic(&dir.join(ERROR_FILE), msg.as_bytes());
-            }
+            supervisor::record_failure(&store, id, &e.to_string());
             // The VM went away under a created container: it was killed with it.
             let killed = ExitStatus::Signal(libc::SIGKILL);
             if store.read_record(id).is_ok_and(|r| r.created_ok) {

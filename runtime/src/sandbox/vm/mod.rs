@@ -85,21 +85,7 @@ impl Sandbox for VmSandbox {
         }
         let hv = hypervisor_for(ctx.globals, ctx.bundle)?;
         let layout = Layout::new(ctx.dir);
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0("hull")
-            .args(ctx.globals.reexec_args())
-            .arg("__vm-supervise")
-            .args(["--hypervisor", &hv.to_string()]);
-        if let Some(p) = ctx.console_socket {
-            cmd.arg("--console-socket").arg(absolute(p)?);
-        }
-        cmd.arg(ctx.id);
-        if !ctx.inherit_stdio {
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-        }
-        let mut child = cmd
+        let mut child = host_process(ctx, &["__vm-supervise", "--hypervisor", &hv.to_string()])?
             .spawn()
             .map_err(Error::io("starting the VM supervisor"))?;
         let pid = child.id() as i32;
@@ -218,19 +204,13 @@ impl Sandbox for VmSandbox {
     }
 }
 
-/// Launches a pod member in its sandbox's VM: binds its files into the shared
-/// directory and starts its member supervisor.
-fn join(ctx: &LaunchContext, sandbox: &str) -> Result<Launched> {
-    let root = &ctx.globals.root;
-    let srec = pod::running_sandbox(&ctx.globals.store(), sandbox, ctx.id)?;
-    crate::state::write_atomic(&ctx.dir.join(pod::POD_SANDBOX_FILE), sandbox.as_bytes())?;
-    pod::share(root, sandbox, ctx.id, false)?;
+/// `hull <globals> <subcommand...> [--console-socket P] <id>`: the host process
+/// whose pid the caller's `--pid-file` gets.
+fn host_process(ctx: &LaunchContext, subcommand: &[&str]) -> Result<Command> {
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("hull").args(ctx.globals.reexec_args()).args([
-        "__vm-member",
-        "--pod-sandbox",
-        sandbox,
-    ]);
+    cmd.arg0("hull")
+        .args(ctx.globals.reexec_args())
+        .args(subcommand);
     if let Some(p) = ctx.console_socket {
         cmd.arg("--console-socket").arg(absolute(p)?);
     }
@@ -240,7 +220,17 @@ fn join(ctx: &LaunchContext, sandbox: &str) -> Result<Launched> {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
     }
-    let child = cmd
+    Ok(cmd)
+}
+
+/// Launches a pod member in its sandbox's VM: binds its files into the shared
+/// directory and starts its member supervisor.
+fn join(ctx: &LaunchContext, sandbox: &str) -> Result<Launched> {
+    let root = &ctx.globals.root;
+    let srec = pod::running_sandbox(&ctx.globals.store(), sandbox, ctx.id)?;
+    crate::state::write_atomic(&ctx.dir.join(pod::POD_SANDBOX_FILE), sandbox.as_bytes())?;
+    pod::share(root, sandbox, ctx.id, false)?;
+    let child = host_process(ctx, &["__vm-member", "--pod-sandbox", sandbox])?
         .spawn()
         .map_err(Error::io("starting the pod member supervisor"))?;
     let start_time = process_start_time(child.id() as i32).unwrap_or(0);

@@ -29,7 +29,7 @@ use crate::console_bridge::ConsoleBridge;
 use crate::error::{Error, Result};
 use crate::network;
 use crate::state::{self, process_start_time, Store};
-use crate::supervisor::ERROR_FILE;
+use crate::supervisor;
 
 /// How long the guest may take to boot to a serving agent (TCG under load is slow).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -70,11 +70,7 @@ pub fn supervise(g: &GlobalOpts, args: &VmSupervise) -> i32 {
         Ok(()) => return 0,
         Err(e) => e,
     };
-    let msg = err.to_string();
-    log::error!("VM supervisor of container {id:?}: {msg}");
-    if let Ok(dir) = store.dir(id) {
-        let _ = state::write_atomic(&dir.join(ERROR_FILE), msg.as_bytes());
-    }
+    supervisor::record_failure(&store, id, &err.to_string());
     255
 }
 
@@ -181,9 +177,7 @@ fn run(g: &GlobalOpts, store: &Store, args: &VmSupervise, signals: SigSet) -> Re
             thread::park();
         }
     }
-    if let Err(e) = store.write_exit(&id, status) {
-        log::error!("container {id:?}: recording exit status: {e}");
-    }
+    let code = supervisor::finish(store, &id, status);
     let _ = agent.call(&Request::Shutdown);
     if vmm_gone.recv_timeout(POWEROFF_TIMEOUT).is_err() {
         log::warn!("container {id:?}: the VM did not power off; killing it");
@@ -192,7 +186,7 @@ fn run(g: &GlobalOpts, store: &Store, args: &VmSupervise, signals: SigSet) -> Re
         let _ = vmm_gone.recv_timeout(POWEROFF_TIMEOUT);
     }
     drop(_taps);
-    std::process::exit(status.as_exit_code())
+    std::process::exit(code)
 }
 
 /// Removes the container's taps when dropped.
@@ -258,8 +252,7 @@ fn watch_vmm(
             st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
             log_tail(&dir)
         );
-        log::error!("container {id:?}: {why}");
-        let _ = state::write_atomic(&dir.join(ERROR_FILE), why.as_bytes());
+        supervisor::record_failure(&store, &id, &why);
         let killed = ExitStatus::Signal(libc::SIGKILL);
         if store.read_record(&id).is_ok_and(|r| r.created_ok) {
             let _ = store.write_exit(&id, killed);
