@@ -8,8 +8,9 @@ mod common;
 use std::io::Read;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -141,6 +142,54 @@ fn tiny_args<'a>(kernel: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// Writes `code` as guest `name` in `dir` and runs it to the end with `extra` flags.
+fn run_guest(dir: &Path, name: &str, code: &[u8], extra: &[&str]) -> Run {
+    let kernel = write_guest(dir, name, code);
+    run_vmm(&tiny_args(kernel.to_str().unwrap(), extra), LIMIT)
+}
+
+/// Starts hull-vmm on `kernel` with its console in the file `console`, and returns once
+/// the guest has printed `line` there, so the test can act on a running guest.
+fn spawn_until_console(kernel: &Path, console: &Path, extra: &[&str], line: &str) -> Child {
+    let console_arg = format!("file:{}", console.display());
+    let child = vmm()
+        .args(["--kernel", kernel.to_str().unwrap(), "--memory", "16"])
+        .args(["--console", &console_arg])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while std::fs::read_to_string(console).unwrap_or_default() != line {
+        assert!(Instant::now() < deadline, "the guest never came up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+/// A driver that sets up queue 0 on `ring`, hands the device one 64-byte writable
+/// buffer at 0x22_0000 and waits (loop `label`) until it is used: one rng request.
+fn one_rng_request(ring: Ring, label: &'static str) -> Asm {
+    let mut a = Asm::new();
+    a.negotiate(SLOT0).queue(SLOT0, 0, ring).driver_ok(SLOT0);
+    a.desc(ring, 0, 0x22_0000, 64, WRITE, 0)
+        .publish(SLOT0, 0, ring, &[0])
+        .wait_used(ring, 1, label);
+    a
+}
+
+/// A driver with the vsock RX queue (0) on `rx` and TX queue (1) on `tx`.
+fn vsock_driver(rx: Ring, tx: Ring) -> Asm {
+    let mut a = Asm::new();
+    a.negotiate(SLOT0)
+        .queue(SLOT0, 0, rx)
+        .queue(SLOT0, 1, tx)
+        .driver_ok(SLOT0);
+    a
+}
+
 #[test]
 fn vsock_guest_connects_to_a_host_listener() {
     if should_skip("vsock_guest_connects_to_a_host_listener") {
@@ -148,25 +197,8 @@ fn vsock_guest_connects_to_a_host_listener() {
     }
     const RX: Ring = Ring::at(0x20_0000);
     const TX: Ring = Ring::at(0x21_0000);
-    let hdr = |op: u16, len: u32| {
-        let mut h = Vec::new();
-        h.extend_from_slice(&3u64.to_le_bytes()); // src_cid
-        h.extend_from_slice(&2u64.to_le_bytes()); // dst_cid: the host
-        h.extend_from_slice(&1234u32.to_le_bytes());
-        h.extend_from_slice(&5000u32.to_le_bytes());
-        h.extend_from_slice(&len.to_le_bytes());
-        h.extend_from_slice(&1u16.to_le_bytes()); // stream
-        h.extend_from_slice(&op.to_le_bytes());
-        h.extend_from_slice(&0u32.to_le_bytes()); // flags
-        h.extend_from_slice(&65536u32.to_le_bytes()); // buf_alloc
-        h.extend_from_slice(&0u32.to_le_bytes()); // fwd_cnt
-        h
-    };
-    let mut a = Asm::new();
-    a.negotiate(SLOT0)
-        .queue(SLOT0, 0, RX)
-        .queue(SLOT0, 1, TX)
-        .driver_ok(SLOT0);
+    let hdr = |op: u16, len: u32| vsock_hdr(1234, 5000, op, len);
+    let mut a = vsock_driver(RX, TX);
     a.desc(RX, 0, 0x22_0000, 4096, WRITE, 0)
         .publish(SLOT0, 0, RX, &[0]);
     // REQUEST to host port 5000.
@@ -186,7 +218,6 @@ fn vsock_guest_connects_to_a_host_listener() {
     let code = finish(&mut a, "vsock ok");
 
     let dir = tempfile::tempdir().unwrap();
-    let kernel = write_guest(dir.path(), "vsock.elf", &code);
     let uds = dir.path().join("vsock.sock");
     let listener = UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -197,10 +228,7 @@ fn vsock_guest_connects_to_a_host_listener() {
         tx.send(b).unwrap();
     });
     let vsock = format!("uds={},cid=3", uds.display());
-    let run = run_vmm(
-        &tiny_args(kernel.to_str().unwrap(), &["--vsock", &vsock]),
-        LIMIT,
-    );
+    let run = run_guest(dir.path(), "vsock.elf", &code, &["--vsock", &vsock]);
     assert_eq!(run.stdout, "vsock ok\n", "stderr: {}", run.stderr);
     assert!(run.status.success(), "{:?}: {}", run.status, run.stderr);
     assert_eq!(&rx.recv_timeout(LIMIT).unwrap(), b"ping");
@@ -236,11 +264,7 @@ fn vsock_host_connects_to_a_guest_port_with_the_hybrid_handshake() {
     const RX2: u32 = 0x22_2000;
     const RESP: u32 = 0x23_0000;
     const DATA: u32 = 0x23_1000;
-    let mut a = Asm::new();
-    a.negotiate(SLOT0)
-        .queue(SLOT0, 0, RX)
-        .queue(SLOT0, 1, TX)
-        .driver_ok(SLOT0);
+    let mut a = vsock_driver(RX, TX);
     a.desc(RX, 0, RX1, 4096, WRITE, 0)
         .desc(RX, 1, RX2, 4096, WRITE, 0)
         .publish(SLOT0, 0, RX, &[0, 1]);
@@ -282,24 +306,8 @@ fn vsock_host_connects_to_a_guest_port_with_the_hybrid_handshake() {
     let kernel = write_guest(dir.path(), "vsock-host.elf", &code);
     let uds = dir.path().join("vsock.sock");
     let console = dir.path().join("console");
-    let console_arg = format!("file:{}", console.display());
     let vsock = format!("uds={}", uds.display());
-    let child = vmm()
-        .args(["--kernel", kernel.to_str().unwrap(), "--memory", "16"])
-        .args(["--console", &console_arg, "--vsock", &vsock])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + LIMIT;
-    while std::fs::read_to_string(&console).unwrap_or_default() != "ready\n" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the guest never came up"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let child = spawn_until_console(&kernel, &console, &["--vsock", &vsock], "ready\n");
     let mut s = UnixStream::connect(&uds).unwrap();
     s.set_read_timeout(Some(LIMIT)).unwrap();
     s.write_all(b"CONNECT 1024\n").unwrap();
@@ -348,51 +356,42 @@ fn fs_guest_makes_a_directory_in_the_share() {
     mkdir.extend_from_slice(&0u32.to_le_bytes());
     mkdir.extend_from_slice(b"made\0");
 
-    let mut a = Asm::new();
-    a.negotiate(SLOT0).queue(SLOT0, 1, REQ).driver_ok(SLOT0);
-    a.bytes_at(0x22_0000, &init)
-        .desc(REQ, 0, 0x22_0000, init.len() as u32, NEXT, 1)
-        .desc(REQ, 1, 0x23_0000, 256, WRITE, 0)
-        .publish(SLOT0, 1, REQ, &[0])
-        .wait_used(REQ, 1, "init")
-        .expect(0x23_0004, 0); // OutHeader.error
-    a.bytes_at(0x22_1000, &mkdir)
-        .desc(REQ, 2, 0x22_1000, mkdir.len() as u32, NEXT, 3)
-        .desc(REQ, 3, 0x23_1000, 256, WRITE, 0)
-        .publish(SLOT0, 1, REQ, &[0, 2])
-        .wait_used(REQ, 2, "mkdir")
-        .expect(0x23_1004, 0);
-    let code = finish(&mut a, "fs ok");
+    // INIT then MKDIR; OutHeader.error of INIT (if `check_init`) and of MKDIR is checked.
+    let init_mkdir = |check_init: bool, mkdir_error: u32, ok: &str| {
+        let mut a = Asm::new();
+        a.negotiate(SLOT0).queue(SLOT0, 1, REQ).driver_ok(SLOT0);
+        a.bytes_at(0x22_0000, &init)
+            .desc(REQ, 0, 0x22_0000, init.len() as u32, NEXT, 1)
+            .desc(REQ, 1, 0x23_0000, 256, WRITE, 0)
+            .publish(SLOT0, 1, REQ, &[0])
+            .wait_used(REQ, 1, "init");
+        if check_init {
+            a.expect(0x23_0004, 0);
+        }
+        a.bytes_at(0x22_1000, &mkdir)
+            .desc(REQ, 2, 0x22_1000, mkdir.len() as u32, NEXT, 3)
+            .desc(REQ, 3, 0x23_1000, 256, WRITE, 0)
+            .publish(SLOT0, 1, REQ, &[0, 2])
+            .wait_used(REQ, 2, "mkdir")
+            .expect(0x23_1004, mkdir_error);
+        finish(&mut a, ok)
+    };
+    let code = init_mkdir(true, 0, "fs ok");
 
     let dir = tempfile::tempdir().unwrap();
-    let kernel = write_guest(dir.path(), "fs.elf", &code);
     let share = dir.path().join("share");
     std::fs::create_dir(&share).unwrap();
     let fs = format!("tag=rootfs,dir={}", share.display());
-    let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--fs", &fs]), LIMIT);
+    let run = run_guest(dir.path(), "fs.elf", &code, &["--fs", &fs]);
     assert_eq!(run.stdout, "fs ok\n", "stderr: {}", run.stderr);
     assert!(run.status.success());
     assert!(share.join("made").is_dir());
 
     // Read-only: the same MKDIR is refused (EROFS) and nothing appears.
     std::fs::remove_dir(share.join("made")).unwrap();
-    let mut a = Asm::new();
-    a.negotiate(SLOT0).queue(SLOT0, 1, REQ).driver_ok(SLOT0);
-    a.bytes_at(0x22_0000, &init)
-        .desc(REQ, 0, 0x22_0000, init.len() as u32, NEXT, 1)
-        .desc(REQ, 1, 0x23_0000, 256, WRITE, 0)
-        .publish(SLOT0, 1, REQ, &[0])
-        .wait_used(REQ, 1, "init");
-    a.bytes_at(0x22_1000, &mkdir)
-        .desc(REQ, 2, 0x22_1000, mkdir.len() as u32, NEXT, 3)
-        .desc(REQ, 3, 0x23_1000, 256, WRITE, 0)
-        .publish(SLOT0, 1, REQ, &[0, 2])
-        .wait_used(REQ, 2, "mkdir")
-        .expect(0x23_1004, (-libc::EROFS) as u32);
-    let code = finish(&mut a, "fs ro ok");
-    let kernel = write_guest(dir.path(), "fs-ro.elf", &code);
+    let code = init_mkdir(false, (-libc::EROFS) as u32, "fs ro ok");
     let fs = format!("tag=rootfs,dir={},readonly", share.display());
-    let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--fs", &fs]), LIMIT);
+    let run = run_guest(dir.path(), "fs-ro.elf", &code, &["--fs", &fs]);
     assert_eq!(run.stdout, "fs ro ok\n", "stderr: {}", run.stderr);
     assert!(!share.join("made").exists());
 }
@@ -593,11 +592,10 @@ fn fs_guest_works_a_file_through_its_life_under_seccomp() {
     let code = finish(&mut g.a, "fs ops ok");
 
     let dir = tempfile::tempdir().unwrap();
-    let kernel = write_guest(dir.path(), "fs-ops.elf", &code);
     let share = dir.path().join("share");
     std::fs::create_dir(&share).unwrap();
     let fs = format!("tag=rootfs,dir={}", share.display());
-    let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--fs", &fs]), LIMIT);
+    let run = run_guest(dir.path(), "fs-ops.elf", &code, &["--fs", &fs]);
     assert_eq!(run.stdout, "fs ops ok\n", "stderr: {}", run.stderr);
     assert!(run.status.success(), "{}", run.stderr);
     use std::os::unix::fs::MetadataExt;
@@ -663,16 +661,12 @@ fn blk_guest_writes_and_reads_sectors() {
     let code = finish(&mut a, "blk ok");
 
     let dir = tempfile::tempdir().unwrap();
-    let kernel = write_guest(dir.path(), "blk.elf", &code);
     let image = dir.path().join("disk.img");
     let mut content = vec![0u8; 8 * 512];
     content[5 * 512..6 * 512].fill(0x55);
     std::fs::write(&image, &content).unwrap();
     let blk = format!("path={},id=disk0", image.display());
-    let run = run_vmm(
-        &tiny_args(kernel.to_str().unwrap(), &["--blk", &blk]),
-        LIMIT,
-    );
+    let run = run_guest(dir.path(), "blk.elf", &code, &["--blk", &blk]);
     assert_eq!(run.stdout, "blk ok\n", "stderr: {}", run.stderr);
     assert!(run.status.success());
     let after = std::fs::read(&image).unwrap();
@@ -686,14 +680,9 @@ fn rng_guest_gets_random_bytes() {
         return;
     }
     const Q: Ring = Ring::at(0x20_0000);
-    let mut a = Asm::new();
-    a.negotiate(SLOT0).queue(SLOT0, 0, Q).driver_ok(SLOT0);
-    a.desc(Q, 0, 0x22_0000, 64, WRITE, 0)
-        .publish(SLOT0, 0, Q, &[0])
-        .wait_used(Q, 1, "rng")
-        // Used element 0: id 0, len 64.
-        .expect(Q.used + 4, 0)
-        .expect(Q.used + 8, 64);
+    let mut a = one_rng_request(Q, "rng");
+    // Used element 0: id 0, len 64.
+    a.expect(Q.used + 4, 0).expect(Q.used + 8, 64);
     // 16 bytes of zeros from a CSPRNG would be a 2^-128 event.
     a.load_eax(0x22_0000).cmp_eax(0).jne("random");
     a.load_eax(0x22_0004).cmp_eax(0).jne("random");
@@ -704,8 +693,7 @@ fn rng_guest_gets_random_bytes() {
     let code = finish(&mut a, "rng ok");
 
     let dir = tempfile::tempdir().unwrap();
-    let kernel = write_guest(dir.path(), "rng.elf", &code);
-    let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--rng"]), LIMIT);
+    let run = run_guest(dir.path(), "rng.elf", &code, &["--rng"]);
     assert_eq!(run.stdout, "rng ok\n", "stderr: {}", run.stderr);
     assert!(run.status.success());
 }
@@ -728,7 +716,6 @@ fn devices_are_announced_in_slot_order() {
     let code = finish(&mut a, "");
 
     let dir = tempfile::tempdir().unwrap();
-    let kernel = write_guest(dir.path(), "slots.elf", &code);
     let image = dir.path().join("d.img");
     std::fs::write(&image, [0u8; 4096]).unwrap();
     let uds = dir.path().join("v.sock");
@@ -737,12 +724,11 @@ fn devices_are_announced_in_slot_order() {
         format!("tag=t,dir={}", dir.path().display()),
         format!("path={},readonly", image.display()),
     );
-    let run = run_vmm(
-        &tiny_args(
-            kernel.to_str().unwrap(),
-            &["--vsock", &vsock, "--fs", &fs, "--blk", &blk, "--rng"],
-        ),
-        LIMIT,
+    let run = run_guest(
+        dir.path(),
+        "slots.elf",
+        &code,
+        &["--vsock", &vsock, "--fs", &fs, "--blk", &blk, "--rng"],
     );
     assert_eq!(run.stdout, "vfbr\n", "stderr: {}", run.stderr);
     assert!(run.status.success());
@@ -790,16 +776,14 @@ fn forbidden_syscall_from_a_device_thread_kills_the_vmm() {
     // The guest activates the rng device; with the hidden self-test flag its thread
     // then calls personality(2), which no filter allows.
     const Q: Ring = Ring::at(0x20_0000);
-    let mut a = Asm::new();
-    a.negotiate(SLOT0).queue(SLOT0, 0, Q).driver_ok(SLOT0);
-    a.desc(Q, 0, 0x22_0000, 64, WRITE, 0)
-        .publish(SLOT0, 0, Q, &[0])
-        .wait_used(Q, 1, "never");
-    let code = finish(&mut a, "still alive");
+    let code = finish(&mut one_rng_request(Q, "never"), "still alive");
     let dir = tempfile::tempdir().unwrap();
-    let kernel = write_guest(dir.path(), "selftest.elf", &code);
-    let k = kernel.to_str().unwrap();
-    let run = run_vmm(&tiny_args(k, &["--rng", "--seccomp-selftest"]), LIMIT);
+    let run = run_guest(
+        dir.path(),
+        "selftest.elf",
+        &code,
+        &["--rng", "--seccomp-selftest"],
+    );
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         run.status.code(),
@@ -818,19 +802,12 @@ fn forbidden_syscall_from_a_device_thread_kills_the_vmm() {
     assert!(!run.stdout.contains("still alive"));
 
     // Without filters the same call is harmless: the guest gets its bytes.
-    let mut a = Asm::new();
-    a.negotiate(SLOT0).queue(SLOT0, 0, Q).driver_ok(SLOT0);
-    a.desc(Q, 0, 0x22_0000, 64, WRITE, 0)
-        .publish(SLOT0, 0, Q, &[0])
-        .wait_used(Q, 1, "rng");
-    let code = finish(&mut a, "rng ok");
-    let kernel = write_guest(dir.path(), "noseccomp.elf", &code);
-    let run = run_vmm(
-        &tiny_args(
-            kernel.to_str().unwrap(),
-            &["--rng", "--seccomp-selftest", "--no-seccomp"],
-        ),
-        LIMIT,
+    let code = finish(&mut one_rng_request(Q, "rng"), "rng ok");
+    let run = run_guest(
+        dir.path(),
+        "noseccomp.elf",
+        &code,
+        &["--rng", "--seccomp-selftest", "--no-seccomp"],
     );
     assert_eq!(run.stdout, "rng ok\n", "{}", run.stderr);
     assert!(run.status.success());
@@ -852,24 +829,8 @@ fn every_thread_runs_under_its_filter_and_sigterm_still_stops_the_vmm() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = write_guest(dir.path(), "spin.elf", &code);
     let console = dir.path().join("console");
-    let console_arg = format!("file:{}", console.display());
-    let child = vmm()
-        .args(["--kernel", kernel.to_str().unwrap(), "--memory", "16"])
-        .args(["--console", &console_arg, "--rng", "--vcpus", "2"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_until_console(&kernel, &console, &["--rng", "--vcpus", "2"], "up\n");
     let pid = child.id();
-    let deadline = std::time::Instant::now() + LIMIT;
-    while std::fs::read_to_string(&console).unwrap_or_default() != "up\n" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the guest never came up"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let mut seen = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
@@ -904,11 +865,7 @@ fn device_reset_and_reactivation_by_the_driver() {
     }
     const A: Ring = Ring::at(0x20_0000);
     const B: Ring = Ring::at(0x28_0000);
-    let mut a = Asm::new();
-    a.negotiate(SLOT0).queue(SLOT0, 0, A).driver_ok(SLOT0);
-    a.desc(A, 0, 0x22_0000, 64, WRITE, 0)
-        .publish(SLOT0, 0, A, &[0])
-        .wait_used(A, 1, "first");
+    let mut a = one_rng_request(A, "first");
     // A second request is made available but not notified, then the driver resets.
     a.desc(A, 1, 0x22_1000, 64, WRITE, 0);
     a.bytes_at(A.avail + 4, &[0, 0, 1, 0])
@@ -922,8 +879,7 @@ fn device_reset_and_reactivation_by_the_driver() {
         .expect(B.used + 8, 32);
     let code = finish(&mut a, "reset ok");
     let dir = tempfile::tempdir().unwrap();
-    let kernel = write_guest(dir.path(), "reset.elf", &code);
-    let run = run_vmm(&tiny_args(kernel.to_str().unwrap(), &["--rng"]), LIMIT);
+    let run = run_guest(dir.path(), "reset.elf", &code, &["--rng"]);
     assert_eq!(run.stdout, "reset ok\n", "stderr: {}", run.stderr);
     assert!(run.status.success());
 }

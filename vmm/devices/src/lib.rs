@@ -6,6 +6,7 @@ pub mod blk;
 pub mod fs;
 pub mod model;
 pub mod net;
+pub mod queue_drain;
 pub mod rng;
 pub mod vhost_user;
 pub mod vsock;

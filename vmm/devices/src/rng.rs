@@ -5,11 +5,12 @@ use std::io;
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestMemory};
 
 use crate::model::DeviceModel;
-use crate::worker::{QueueHandler, QueueRef};
+use crate::queue_drain::drain_queue;
+use crate::worker::{each_queue, QueueHandler, QueueRef};
 
 /// virtio device ID of the entropy device.
 pub const VIRTIO_ID_RNG: u32 = 4;
@@ -43,49 +44,34 @@ impl Rng {
 
     /// Fills every chain available on `q`; returns whether the driver must be notified.
     pub fn process<M: GuestMemory>(&mut self, mem: &M, q: &mut Queue) -> Result<bool, RngError> {
-        if !q.ready() || !q.is_valid(mem) {
-            return Ok(false);
-        }
-        let mut used = false;
-        loop {
-            q.disable_notification(mem)?;
-            let mut popped = false;
-            while let Some(chain) = q.pop_descriptor_chain(mem) {
-                popped = true;
-                let head = chain.head_index();
-                let mut written = 0usize;
-                for d in chain {
-                    if written == MAX_BYTES_PER_REQUEST {
-                        break;
-                    }
-                    if !d.is_write_only() {
-                        // Nothing to read from the driver; a read-only buffer is skipped.
-                        log::debug!("virtio-rng: chain {head}: read-only descriptor skipped");
-                        continue;
-                    }
-                    let n = (d.len() as usize).min(MAX_BYTES_PER_REQUEST - written);
-                    if !mem.check_range(d.addr(), n) {
-                        log::debug!("virtio-rng: chain {head}: buffer outside guest memory");
-                        break;
-                    }
-                    if let Err(e) = fill_random(&mut self.buf[..n]) {
-                        log::error!("virtio-rng: getrandom: {e}");
-                        break;
-                    }
-                    if mem.write_slice(&self.buf[..n], d.addr()).is_err() {
-                        break;
-                    }
-                    written += n;
+        Ok(drain_queue(mem, q, |chain| {
+            let head = chain.head_index();
+            let mut written = 0usize;
+            for d in chain {
+                if written == MAX_BYTES_PER_REQUEST {
+                    break;
                 }
-                q.add_used(mem, head, written as u32)?;
-                used = true;
+                if !d.is_write_only() {
+                    // Nothing to read from the driver; a read-only buffer is skipped.
+                    log::debug!("virtio-rng: chain {head}: read-only descriptor skipped");
+                    continue;
+                }
+                let n = (d.len() as usize).min(MAX_BYTES_PER_REQUEST - written);
+                if !mem.check_range(d.addr(), n) {
+                    log::debug!("virtio-rng: chain {head}: buffer outside guest memory");
+                    break;
+                }
+                if let Err(e) = fill_random(&mut self.buf[..n]) {
+                    log::error!("virtio-rng: getrandom: {e}");
+                    break;
+                }
+                if mem.write_slice(&self.buf[..n], d.addr()).is_err() {
+                    break;
+                }
+                written += n;
             }
-            // "More available" with nothing poppable means a bogus avail index: stop.
-            if !q.enable_notification(mem)? || !popped {
-                break;
-            }
-        }
-        Ok(used && q.needs_notification(mem)?)
+            written as u32
+        })?)
     }
 }
 
@@ -109,15 +95,7 @@ fn fill_random(buf: &mut [u8]) -> io::Result<()> {
 
 impl QueueHandler for Rng {
     fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize> {
-        let mut used = Vec::new();
-        for q in queues.iter_mut() {
-            match Rng::process(self, mem, q.queue) {
-                Ok(true) => used.push(q.index),
-                Ok(false) => {}
-                Err(e) => log::error!("virtio-rng: queue {}: {e}", q.index),
-            }
-        }
-        used
+        each_queue("virtio-rng", queues, |q| Rng::process(self, mem, q))
     }
 }
 
@@ -147,6 +125,7 @@ impl DeviceModel for Rng {
 mod tests {
     use super::*;
     use crate::test_utils::{test_memory, Buf, BufAlloc, TestQueue, F_NEXT, F_WRITE};
+    use virtio_queue::QueueT;
     use vm_memory::GuestAddress;
 
     const MEM: usize = 1 << 20;

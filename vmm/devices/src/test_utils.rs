@@ -279,6 +279,43 @@ impl TestQueue {
     }
 }
 
+/// An RX and a TX queue in one guest memory, with an allocator for their buffers: the
+/// rig of devices that use both at once (net, vsock).
+pub struct RxTxQueues {
+    pub mem: GuestMemoryMmap,
+    pub rxq: TestQueue,
+    pub txq: TestQueue,
+    pub rx: Queue,
+    pub tx: Queue,
+    pub alloc: BufAlloc,
+}
+
+impl RxTxQueues {
+    /// `mem_size` bytes of memory with `size`-entry rings at `rx_at` and `tx_at`;
+    /// buffers come from `bufs_at` to the end of memory.
+    pub fn new(
+        mem_size: usize,
+        size: u16,
+        rx_at: GuestAddress,
+        tx_at: GuestAddress,
+        bufs_at: GuestAddress,
+        event_idx: bool,
+    ) -> Self {
+        let mem = test_memory(mem_size);
+        let rxq = TestQueue::new(&mem, rx_at, size);
+        let txq = TestQueue::new(&mem, tx_at, size);
+        let (rx, tx) = (rxq.queue(event_idx), txq.queue(event_idx));
+        RxTxQueues {
+            alloc: BufAlloc::new(bufs_at, GuestAddress(mem_size as u64)),
+            mem,
+            rxq,
+            txq,
+            rx,
+            tx,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,51 @@ pub struct WorkerQueue {
     pub kick: EventFd,
 }
 
+/// [`QueueHandler::process`] for a device whose queues are all served alike: runs
+/// `process` on each queue, returns the indices it says need an interrupt, and logs
+/// failures as `{label}: queue {index}: {error}` (the next kick retries).
+pub fn each_queue<E, F>(label: &str, queues: &mut [QueueRef<'_>], mut process: F) -> Vec<usize>
+where
+    E: std::fmt::Display,
+    F: FnMut(&mut Queue) -> Result<bool, E>,
+{
+    let mut used = Vec::new();
+    for q in queues.iter_mut() {
+        match process(q.queue) {
+            Ok(true) => used.push(q.index),
+            Ok(false) => {}
+            Err(e) => log::error!("{label}: queue {}: {e}", q.index),
+        }
+    }
+    used
+}
+
+/// The queues with driver indices `rx` and `tx`, borrowed apart (net and vsock get
+/// both in one call).
+pub fn rx_tx_queues<'a>(
+    queues: &'a mut [QueueRef<'_>],
+    rx: usize,
+    tx: usize,
+) -> (Option<&'a mut Queue>, Option<&'a mut Queue>) {
+    let (mut rx_q, mut tx_q) = (None, None);
+    for q in queues.iter_mut() {
+        if q.index == rx {
+            rx_q = Some(&mut *q.queue);
+        } else if q.index == tx {
+            tx_q = Some(&mut *q.queue);
+        }
+    }
+    (rx_q, tx_q)
+}
+
+/// The queue indices whose flag is set, as [`QueueHandler::process`] returns them.
+pub fn flagged<const N: usize>(flags: [(bool, usize); N]) -> Vec<usize> {
+    flags
+        .into_iter()
+        .filter_map(|(used, index)| used.then_some(index))
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("cannot set up the worker's epoll: {0}")]

@@ -20,12 +20,13 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestMemory};
 
 use self::request::{Request, RequestKind, Segment};
 use crate::model::DeviceModel;
-use crate::worker::{QueueHandler, QueueRef};
+use crate::queue_drain::drain_queue;
+use crate::worker::{each_queue, QueueHandler, QueueRef};
 
 /// virtio device ID of the block device.
 pub const VIRTIO_ID_BLOCK: u32 = 2;
@@ -144,39 +145,23 @@ impl Block {
     /// Serves every request available on `q`; returns whether the driver must be
     /// notified. A queue that is not ready or lies outside guest memory is left alone.
     pub fn process<M: GuestMemory>(&mut self, mem: &M, q: &mut Queue) -> Result<bool, BlkError> {
-        if !q.ready() || !q.is_valid(mem) {
-            return Ok(false);
-        }
-        let mut used = false;
-        loop {
-            q.disable_notification(mem)?;
-            let mut popped = false;
-            while let Some(chain) = q.pop_descriptor_chain(mem) {
-                popped = true;
-                let head = chain.head_index();
-                let len = match Request::parse(mem, chain) {
-                    Ok(req) => {
-                        let (status, written) = self.execute(mem, &req);
-                        // The status byte lies in guest memory the parser checked.
-                        match mem.write_obj(status, req.status_addr) {
-                            Ok(()) => written.saturating_add(1),
-                            Err(_) => 0,
-                        }
+        Ok(drain_queue(mem, q, |chain| {
+            let head = chain.head_index();
+            match Request::parse(mem, chain) {
+                Ok(req) => {
+                    let (status, written) = self.execute(mem, &req);
+                    // The status byte lies in guest memory the parser checked.
+                    match mem.write_obj(status, req.status_addr) {
+                        Ok(()) => written.saturating_add(1),
+                        Err(_) => 0,
                     }
-                    Err(e) => {
-                        log::debug!("virtio-blk: chain {head}: {e}");
-                        0
-                    }
-                };
-                q.add_used(mem, head, len)?;
-                used = true;
+                }
+                Err(e) => {
+                    log::debug!("virtio-blk: chain {head}: {e}");
+                    0
+                }
             }
-            // "More available" with nothing poppable means a bogus avail index: stop.
-            if !q.enable_notification(mem)? || !popped {
-                break;
-            }
-        }
-        Ok(used && q.needs_notification(mem)?)
+        })?)
     }
 
     /// Runs one request; returns the status byte and the bytes written to the guest's
@@ -349,15 +334,7 @@ fn device_size(file: &File) -> io::Result<u64> {
 
 impl QueueHandler for Block {
     fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize> {
-        let mut used = Vec::new();
-        for q in queues.iter_mut() {
-            match Block::process(self, mem, q.queue) {
-                Ok(true) => used.push(q.index),
-                Ok(false) => {}
-                Err(e) => log::error!("virtio-blk: queue {}: {e}", q.index),
-            }
-        }
-        used
+        each_queue("virtio-blk", queues, |q| Block::process(self, mem, q))
     }
 }
 

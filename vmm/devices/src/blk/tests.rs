@@ -3,6 +3,7 @@
 use std::os::unix::fs::MetadataExt;
 
 use virtio_bindings::virtio_blk::*;
+use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::*;

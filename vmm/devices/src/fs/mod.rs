@@ -36,8 +36,11 @@ use fuse_backend_rs::passthrough::{Config, PassthroughFs};
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{ByteValued, GuestMemory};
+
+use crate::model::read_config_bytes;
+use crate::queue_drain::drain_queue;
 
 /// virtio device ID of the file system device.
 pub const VIRTIO_ID_FS: u32 = 26;
@@ -139,13 +142,7 @@ impl Fs {
         let mut cfg = [0u8; CONFIG_LEN];
         cfg[..self.cfg.tag.len()].copy_from_slice(self.cfg.tag.as_bytes());
         cfg[TAG_LEN..].copy_from_slice(&(NUM_REQUEST_QUEUES as u32).to_le_bytes());
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i as u64)
-                .and_then(|o| cfg.get(usize::try_from(o).ok()?))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&cfg, offset, data);
     }
 
     /// Forgets every inode and open file of the old FUSE session (the driver reset the
@@ -159,26 +156,7 @@ impl Fs {
     /// not ready or whose rings lie outside guest memory is left alone. Returns whether the
     /// driver must be notified.
     pub fn process<M: GuestMemory>(&self, mem: &M, q: &mut Queue) -> Result<bool, FsError> {
-        if !q.ready() || !q.is_valid(mem) {
-            return Ok(false);
-        }
-        let mut used = false;
-        loop {
-            q.disable_notification(mem)?;
-            let mut popped = false;
-            while let Some(chain) = q.pop_descriptor_chain(mem) {
-                popped = true;
-                let head = chain.head_index();
-                let len = self.handle_chain(mem, chain);
-                q.add_used(mem, head, len)?;
-                used = true;
-            }
-            // "More available" with nothing poppable means a bogus avail index: stop.
-            if !q.enable_notification(mem)? || !popped {
-                break;
-            }
-        }
-        Ok(used && q.needs_notification(mem)?)
+        Ok(drain_queue(mem, q, |chain| self.handle_chain(mem, chain))?)
     }
 
     /// Serves one request; returns the bytes written to the chain's writable part. A chain

@@ -6,19 +6,11 @@ use vm_memory::GuestMemory;
 
 use super::{Fs, NUM_QUEUES, QUEUE_MAX_SIZE, VIRTIO_ID_FS};
 use crate::model::DeviceModel;
-use crate::worker::{QueueHandler, QueueRef};
+use crate::worker::{each_queue, QueueHandler, QueueRef};
 
 impl QueueHandler for Fs {
     fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize> {
-        let mut used = Vec::new();
-        for q in queues.iter_mut() {
-            match Fs::process(self, mem, q.queue) {
-                Ok(true) => used.push(q.index),
-                Ok(false) => {}
-                Err(e) => log::error!("virtio-fs: queue {}: {e}", q.index),
-            }
-        }
-        used
+        each_queue("virtio-fs", queues, |q| Fs::process(self, mem, q))
     }
 }
 

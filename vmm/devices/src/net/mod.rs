@@ -22,7 +22,8 @@ use vmm_sys_util::epoll::EventSet;
 
 use self::tap::VNET_HDR_LEN;
 use crate::model::DeviceModel;
-use crate::worker::{QueueHandler, QueueRef};
+use crate::queue_drain::drain_queue;
+use crate::worker::{flagged, rx_tx_queues, QueueHandler, QueueRef};
 
 /// virtio device ID of the network device.
 pub const VIRTIO_ID_NET: u32 = 1;
@@ -108,7 +109,7 @@ impl Net {
         tx: Option<&mut Queue>,
     ) -> Result<(bool, bool), NetError> {
         let mut notify = (false, false);
-        if let Some(tx) = tx.filter(|q| q.ready() && q.is_valid(mem)) {
+        if let Some(tx) = tx {
             notify.1 = self.process_tx(mem, tx)?;
         }
         if let Some(rx) = rx.filter(|q| q.ready() && q.is_valid(mem)) {
@@ -117,44 +118,34 @@ impl Net {
         Ok(notify)
     }
 
+    /// A queue that is not ready or lies outside guest memory is left alone.
     fn process_tx<M: GuestMemory>(&mut self, mem: &M, q: &mut Queue) -> Result<bool, NetError> {
-        let mut used = false;
-        loop {
-            q.disable_notification(mem)?;
-            let mut popped = false;
-            while let Some(chain) = q.pop_descriptor_chain(mem) {
-                popped = true;
-                let head = chain.head_index();
-                let mut len = 0usize;
-                let mut ok = true;
-                for d in chain {
-                    let n = d.len() as usize;
-                    if d.is_write_only() || len + n > MAX_FRAME {
-                        ok = false;
-                        break;
-                    }
-                    if mem
-                        .read_slice(&mut self.tx_buf[len..len + n], d.addr())
-                        .is_err()
-                    {
-                        ok = false;
-                        break;
-                    }
-                    len += n;
+        Ok(drain_queue(mem, q, |chain| {
+            let head = chain.head_index();
+            let mut len = 0usize;
+            let mut ok = true;
+            for d in chain {
+                let n = d.len() as usize;
+                if d.is_write_only() || len + n > MAX_FRAME {
+                    ok = false;
+                    break;
                 }
-                if ok && len > VNET_HDR_LEN {
-                    self.send(len);
-                } else {
-                    log::debug!("virtio-net: TX chain {head} dropped ({len} bytes)");
+                if mem
+                    .read_slice(&mut self.tx_buf[len..len + n], d.addr())
+                    .is_err()
+                {
+                    ok = false;
+                    break;
                 }
-                q.add_used(mem, head, 0)?;
-                used = true;
+                len += n;
             }
-            if !q.enable_notification(mem)? || !popped {
-                break;
+            if ok && len > VNET_HDR_LEN {
+                self.send(len);
+            } else {
+                log::debug!("virtio-net: TX chain {head} dropped ({len} bytes)");
             }
-        }
-        Ok(used && q.needs_notification(mem)?)
+            0
+        })?)
     }
 
     /// Hands one frame to the backend; a full backend drops it, as a busy link would.
@@ -256,19 +247,9 @@ impl QueueHandler for Net {
     }
 
     fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize> {
-        let (mut rx, mut tx) = (None, None);
-        for q in queues.iter_mut() {
-            match q.index {
-                RX_QUEUE => rx = Some(&mut *q.queue),
-                TX_QUEUE => tx = Some(&mut *q.queue),
-                _ => {}
-            }
-        }
+        let (rx, tx) = rx_tx_queues(queues, RX_QUEUE, TX_QUEUE);
         match Net::process(self, mem, rx, tx) {
-            Ok((r, t)) => [(r, RX_QUEUE), (t, TX_QUEUE)]
-                .into_iter()
-                .filter_map(|(used, q)| used.then_some(q))
-                .collect(),
+            Ok((r, t)) => flagged([(r, RX_QUEUE), (t, TX_QUEUE)]),
             Err(e) => {
                 log::error!("virtio-net: {e}");
                 Vec::new()

@@ -3,21 +3,16 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
-use crate::test_utils::{test_memory, Buf, BufAlloc, TestQueue, F_NEXT, F_WRITE};
+use crate::test_utils::{Buf, RxTxQueues, F_NEXT, F_WRITE};
 
 const MEM: usize = 4 << 20;
 const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 1]);
 
 struct Rig {
-    mem: GuestMemoryMmap,
-    rxq: TestQueue,
-    txq: TestQueue,
-    rx: Queue,
-    tx: Queue,
-    alloc: BufAlloc,
+    q: RxTxQueues,
     dev: Net,
     peer: OwnedFd,
 }
@@ -39,18 +34,16 @@ fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
 }
 
 fn rig() -> Rig {
-    let mem = test_memory(MEM);
-    let rxq = TestQueue::new(&mem, GuestAddress(0x1000), 16);
-    let txq = TestQueue::new(&mem, GuestAddress(0x4000), 16);
-    let (rx, tx) = (rxq.queue(false), txq.queue(false));
     let (ours, peer) = seqpacket_pair();
     Rig {
-        mem,
-        rxq,
-        txq,
-        rx,
-        tx,
-        alloc: BufAlloc::new(GuestAddress(0x10000), GuestAddress(MEM as u64)),
+        q: RxTxQueues::new(
+            MEM,
+            16,
+            GuestAddress(0x1000),
+            GuestAddress(0x4000),
+            GuestAddress(0x10000),
+            false,
+        ),
         dev: Net::new(ours, MAC),
         peer,
     }
@@ -59,7 +52,7 @@ fn rig() -> Rig {
 impl Rig {
     fn run(&mut self) -> (bool, bool) {
         self.dev
-            .process(&self.mem, Some(&mut self.rx), Some(&mut self.tx))
+            .process(&self.q.mem, Some(&mut self.q.rx), Some(&mut self.q.tx))
             .unwrap()
     }
 
@@ -91,15 +84,15 @@ fn frame(tag: u8, len: usize) -> Vec<u8> {
 fn tx_frames_reach_the_backend() {
     let mut r = rig();
     let f = frame(1, 60);
-    let a = r.alloc.alloc(VNET_HDR_LEN as u32);
-    let b = r.alloc.alloc(60);
-    r.mem.write_slice(&f[..VNET_HDR_LEN], a).unwrap();
-    r.mem.write_slice(&f[VNET_HDR_LEN..], b).unwrap();
-    r.txq
+    let a = r.q.alloc.alloc(VNET_HDR_LEN as u32);
+    let b = r.q.alloc.alloc(60);
+    r.q.mem.write_slice(&f[..VNET_HDR_LEN], a).unwrap();
+    r.q.mem.write_slice(&f[VNET_HDR_LEN..], b).unwrap();
+    r.q.txq
         .add_chain(&[Buf::readable(a, VNET_HDR_LEN as u32), Buf::readable(b, 60)])
         .unwrap();
     assert_eq!(r.run(), (false, true));
-    assert_eq!(r.txq.take_used(), vec![(0, 0)]);
+    assert_eq!(r.q.txq.take_used(), vec![(0, 0)]);
     assert_eq!(r.peer_recv().unwrap(), f);
     assert!(r.peer_recv().is_none());
 }
@@ -113,47 +106,47 @@ fn rx_frames_fill_guest_buffers_and_wait_for_them() {
     r.peer_send(&f2);
     // No buffers yet: the first frame waits, nothing is used.
     assert_eq!(r.run(), (false, false));
-    let a = r.alloc.alloc(2048);
-    r.rxq.add_chain(&[Buf::writable(a, 2048)]).unwrap();
+    let a = r.q.alloc.alloc(2048);
+    r.q.rxq.add_chain(&[Buf::writable(a, 2048)]).unwrap();
     assert_eq!(r.run(), (true, false));
-    assert_eq!(r.rxq.take_used(), vec![(0, f1.len() as u32)]);
+    assert_eq!(r.q.rxq.take_used(), vec![(0, f1.len() as u32)]);
     let mut got = vec![0u8; f1.len()];
-    r.mem.read_slice(&mut got, a).unwrap();
+    r.q.mem.read_slice(&mut got, a).unwrap();
     assert_eq!(&got[VNET_HDR_LEN..], &f1[VNET_HDR_LEN..]);
     assert_eq!(u16::from_le_bytes([got[10], got[11]]), 1, "num_buffers");
     // The second frame, split across two buffers.
-    let b = r.alloc.alloc(20);
-    let c = r.alloc.alloc(100);
-    r.rxq
+    let b = r.q.alloc.alloc(20);
+    let c = r.q.alloc.alloc(100);
+    r.q.rxq
         .add_chain(&[Buf::writable(b, 20), Buf::writable(c, 100)])
         .unwrap();
     r.run();
-    assert_eq!(r.rxq.take_used(), vec![(0, f2.len() as u32)]);
+    assert_eq!(r.q.rxq.take_used(), vec![(0, f2.len() as u32)]);
     let mut got = vec![0u8; f2.len()];
-    r.mem.read_slice(&mut got[..20], b).unwrap();
-    r.mem.read_slice(&mut got[20..], c).unwrap();
+    r.q.mem.read_slice(&mut got[..20], b).unwrap();
+    r.q.mem.read_slice(&mut got[20..], c).unwrap();
     assert_eq!(&got[VNET_HDR_LEN..], &f2[VNET_HDR_LEN..]);
 }
 
 #[test]
 fn hostile_tx_chains_are_dropped() {
     let mut r = rig();
-    let a = r.alloc.alloc(64);
+    let a = r.q.alloc.alloc(64);
     // Outside guest memory.
-    r.txq.write_desc(0, MEM as u64 - 10, 64, 0, 0);
-    r.txq.publish(0);
+    r.q.txq.write_desc(0, MEM as u64 - 10, 64, 0, 0);
+    r.q.txq.publish(0);
     // Writable buffer on TX.
-    r.txq.write_desc(1, a.0, 64, F_WRITE, 0);
-    r.txq.publish(1);
+    r.q.txq.write_desc(1, a.0, 64, F_WRITE, 0);
+    r.q.txq.publish(1);
     // Loop.
-    r.txq.write_desc(2, a.0, 64, F_NEXT, 3);
-    r.txq.write_desc(3, a.0, 64, F_NEXT, 2);
-    r.txq.publish(2);
+    r.q.txq.write_desc(2, a.0, 64, F_NEXT, 3);
+    r.q.txq.write_desc(3, a.0, 64, F_NEXT, 2);
+    r.q.txq.publish(2);
     // Huge length.
-    r.txq.write_desc(4, a.0, u32::MAX, 0, 0);
-    r.txq.publish(4);
+    r.q.txq.write_desc(4, a.0, u32::MAX, 0, 0);
+    r.q.txq.publish(4);
     r.run();
-    assert_eq!(r.txq.take_used().len(), 4);
+    assert_eq!(r.q.txq.take_used().len(), 4);
     // The loop is cut at the queue size: at most 16 x 64 bytes, an honest frame size,
     // so it may go out; nothing else does.
     let mut sent = 0;
@@ -167,30 +160,30 @@ fn hostile_tx_chains_are_dropped() {
 #[test]
 fn hostile_rx_chains_drop_the_frame_not_the_device() {
     let mut r = rig();
-    let ro = r.alloc.alloc(2048);
-    r.mem.write_slice(&[0u8; 64], ro).unwrap();
+    let ro = r.q.alloc.alloc(2048);
+    r.q.mem.write_slice(&[0u8; 64], ro).unwrap();
     r.peer_send(&frame(1, 100));
     r.peer_send(&frame(2, 100));
     r.peer_send(&frame(3, 100));
     // Read-only buffer, out-of-memory buffer, then too small a buffer.
-    r.rxq.write_desc(0, ro.0, 2048, 0, 0);
-    r.rxq.publish(0);
-    r.rxq.write_desc(1, MEM as u64 - 16, 2048, F_WRITE, 0);
-    r.rxq.publish(1);
-    let small = r.alloc.alloc(16);
-    r.rxq.write_desc(2, small.0, 16, F_WRITE, 0);
-    r.rxq.publish(2);
+    r.q.rxq.write_desc(0, ro.0, 2048, 0, 0);
+    r.q.rxq.publish(0);
+    r.q.rxq.write_desc(1, MEM as u64 - 16, 2048, F_WRITE, 0);
+    r.q.rxq.publish(1);
+    let small = r.q.alloc.alloc(16);
+    r.q.rxq.write_desc(2, small.0, 16, F_WRITE, 0);
+    r.q.rxq.publish(2);
     r.run();
-    assert_eq!(r.rxq.take_used(), vec![(0, 0), (1, 0), (2, 0)]);
+    assert_eq!(r.q.rxq.take_used(), vec![(0, 0), (1, 0), (2, 0)]);
     let mut b = [0u8; 64];
-    r.mem.read_slice(&mut b, ro).unwrap();
+    r.q.mem.read_slice(&mut b, ro).unwrap();
     assert_eq!(b, [0u8; 64], "read-only buffer untouched");
     // The device still works.
     r.peer_send(&frame(4, 30));
-    let ok = r.alloc.alloc(2048);
-    r.rxq.add_chain(&[Buf::writable(ok, 2048)]).unwrap();
+    let ok = r.q.alloc.alloc(2048);
+    r.q.rxq.add_chain(&[Buf::writable(ok, 2048)]).unwrap();
     r.run();
-    let used = r.rxq.take_used();
+    let used = r.q.rxq.take_used();
     assert_eq!(used.len(), 1);
     assert_eq!(used[0].1 as usize, VNET_HDR_LEN + 30);
 }
@@ -202,17 +195,17 @@ fn queue_reset_mid_frame() {
     r.run();
     // The driver resets; the pending frame is dropped with the session.
     r.dev.reset();
-    r.rx.reset();
-    r.rxq.reset();
+    r.q.rx.reset();
+    r.q.rxq.reset();
     assert_eq!(r.run(), (false, false));
-    r.rxq.configure(&mut r.rx);
-    let a = r.alloc.alloc(2048);
-    r.rxq.add_chain(&[Buf::writable(a, 2048)]).unwrap();
+    r.q.rxq.configure(&mut r.q.rx);
+    let a = r.q.alloc.alloc(2048);
+    r.q.rxq.add_chain(&[Buf::writable(a, 2048)]).unwrap();
     r.run();
-    assert!(r.rxq.take_used().is_empty(), "the old frame is gone");
+    assert!(r.q.rxq.take_used().is_empty(), "the old frame is gone");
     r.peer_send(&frame(6, 40));
     r.run();
-    assert_eq!(r.rxq.take_used(), vec![(0, (VNET_HDR_LEN + 40) as u32)]);
+    assert_eq!(r.q.rxq.take_used(), vec![(0, (VNET_HDR_LEN + 40) as u32)]);
 }
 
 #[test]

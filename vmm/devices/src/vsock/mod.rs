@@ -27,6 +27,7 @@ use vm_memory::GuestMemory;
 
 use self::muxer::{Muxer, MuxerError};
 use self::packet::{Header, RxBuffer, MAX_PKT_DATA};
+use crate::model::read_config_bytes;
 
 /// virtio device ID of the socket device.
 pub const VIRTIO_ID_VSOCK: u32 = 19;
@@ -103,14 +104,7 @@ impl Vsock {
     /// Reads the config space (`struct virtio_vsock_config { le64 guest_cid; }`); bytes
     /// beyond it read as zero.
     pub fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let cfg = self.guest_cid.to_le_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i as u64)
-                .and_then(|o| cfg.get(usize::try_from(o).ok()?))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&self.guest_cid.to_le_bytes(), offset, data);
     }
 
     /// Handles host socket events while the queues cannot be used yet (no guest memory).

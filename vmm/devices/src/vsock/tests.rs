@@ -14,7 +14,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::connection::CONN_BUF_SIZE;
 use super::packet::{op, shutdown, Header, HDR_SIZE, HOST_CID, TYPE_STREAM};
 use super::{Notify, Vsock};
-use crate::test_utils::{test_memory, Buf, BufAlloc, TestQueue, F_NEXT, F_WRITE};
+use crate::test_utils::{Buf, RxTxQueues, TestQueue, F_NEXT, F_WRITE};
 
 const CID: u64 = 3;
 const MEM_SIZE: usize = 32 << 20;
@@ -24,12 +24,7 @@ const RX_BUF: u32 = 4096 + HDR_SIZE as u32;
 const GUEST_BUF_ALLOC: u32 = 64 * 1024;
 
 struct Guest {
-    mem: GuestMemoryMmap,
-    rxq: TestQueue,
-    txq: TestQueue,
-    rx: Queue,
-    tx: Queue,
-    alloc: BufAlloc,
+    q: RxTxQueues,
     dev: Vsock,
     _dir: tempfile::TempDir,
     uds: PathBuf,
@@ -45,22 +40,19 @@ impl Guest {
     }
 
     fn with_event_idx(event_idx: bool) -> Self {
-        let mem = test_memory(MEM_SIZE);
-        let rxq = TestQueue::new(&mem, GuestAddress(0x1000), 256);
-        let txq = TestQueue::new(&mem, GuestAddress(0x10000), 256);
-        let alloc = BufAlloc::new(GuestAddress(0x20000), GuestAddress(MEM_SIZE as u64));
-        let rx = rxq.queue(event_idx);
-        let tx = txq.queue(event_idx);
+        let q = RxTxQueues::new(
+            MEM_SIZE,
+            256,
+            GuestAddress(0x1000),
+            GuestAddress(0x10000),
+            GuestAddress(0x20000),
+            event_idx,
+        );
         let dir = tempfile::tempdir().unwrap();
         let uds = dir.path().join("vsock");
         let dev = Vsock::new(CID, &uds).unwrap();
         Guest {
-            mem,
-            rxq,
-            txq,
-            rx,
-            tx,
-            alloc,
+            q,
             dev,
             _dir: dir,
             uds,
@@ -72,15 +64,15 @@ impl Guest {
 
     fn process(&mut self) -> Notify {
         self.dev
-            .process(&self.mem, &mut self.rx, &mut self.tx)
+            .process(&self.q.mem, &mut self.q.rx, &mut self.q.tx)
             .expect("process")
     }
 
     /// Posts RX buffers until `n` are outstanding.
     fn fill_rx(&mut self, n: usize) {
         while self.rx_bufs.len() < n {
-            let a = self.alloc.alloc(RX_BUF);
-            let head = self.rxq.add_chain(&[Buf::writable(a, RX_BUF)]).unwrap();
+            let a = self.q.alloc.alloc(RX_BUF);
+            let head = self.q.rxq.add_chain(&[Buf::writable(a, RX_BUF)]).unwrap();
             self.rx_bufs.insert(head, a);
         }
     }
@@ -103,24 +95,24 @@ impl Guest {
     fn send(&mut self, mut hdr: Header, data: &[u8]) {
         hdr.len = data.len() as u32;
         let mut bufs = vec![];
-        let h = self.alloc.alloc(HDR_SIZE as u32);
-        self.mem.write_slice(&hdr.to_bytes(), h).unwrap();
+        let h = self.q.alloc.alloc(HDR_SIZE as u32);
+        self.q.mem.write_slice(&hdr.to_bytes(), h).unwrap();
         bufs.push(Buf::readable(h, HDR_SIZE as u32));
         if !data.is_empty() {
-            let d = self.alloc.alloc(data.len() as u32);
-            self.mem.write_slice(data, d).unwrap();
+            let d = self.q.alloc.alloc(data.len() as u32);
+            self.q.mem.write_slice(data, d).unwrap();
             bufs.push(Buf::readable(d, data.len() as u32));
         }
         self.reclaim_tx();
-        let head = self.txq.add_chain(&bufs).expect("TX ring full");
+        let head = self.q.txq.add_chain(&bufs).expect("TX ring full");
         self.tx_bufs
             .insert(head, bufs.iter().map(|b| (b.addr, b.len)).collect());
     }
 
     fn reclaim_tx(&mut self) {
-        for (head, _) in self.txq.take_used() {
+        for (head, _) in self.q.txq.take_used() {
             for (a, l) in self.tx_bufs.remove(&head).unwrap_or_default() {
-                self.alloc.free(a, l);
+                self.q.alloc.free(a, l);
             }
         }
     }
@@ -131,15 +123,16 @@ impl Guest {
         self.process();
         self.reclaim_tx();
         let mut out = vec![];
-        for (head, len) in self.rxq.take_used() {
+        for (head, len) in self.q.rxq.take_used() {
             let a = self.rx_bufs.remove(&head).expect("known RX buffer");
             if (len as usize) >= HDR_SIZE {
                 let mut raw = [0u8; HDR_SIZE];
-                self.mem.read_slice(&mut raw, a).unwrap();
+                self.q.mem.read_slice(&mut raw, a).unwrap();
                 let hdr = Header::from_bytes(&raw);
                 assert_eq!(len as usize, HDR_SIZE + hdr.len as usize);
                 let mut data = vec![0u8; hdr.len as usize];
-                self.mem
+                self.q
+                    .mem
                     .read_slice(&mut data, GuestAddress(a.0 + HDR_SIZE as u64))
                     .unwrap();
                 assert_eq!((hdr.src_cid, hdr.dst_cid), (HOST_CID, CID));
@@ -147,7 +140,7 @@ impl Guest {
             } else {
                 out.push((Header::default(), vec![]));
             }
-            self.alloc.free(a, RX_BUF);
+            self.q.alloc.free(a, RX_BUF);
         }
         out
     }
@@ -205,12 +198,12 @@ impl Guest {
 
     /// The driver resets the RX queue and brings it back with no buffers posted.
     fn fresh_rx(&mut self) {
-        let event_idx = self.rx.event_idx_enabled();
-        self.rx.reset();
-        self.rxq.reset();
+        let event_idx = self.q.rx.event_idx_enabled();
+        self.q.rx.reset();
+        self.q.rxq.reset();
         self.rx_bufs.clear();
-        self.rxq.configure(&mut self.rx);
-        self.rx.set_event_idx(event_idx);
+        self.q.rxq.configure(&mut self.q.rx);
+        self.q.rx.set_event_idx(event_idx);
     }
 
     fn listen(&self, port: u32) -> UnixListener {
@@ -659,12 +652,12 @@ fn event_idx_rx_waits_for_buffers_then_resumes() {
     // Two buffers only: the device uses them, then asks to be kicked for the next one.
     g.fresh_rx();
     for _ in 0..2 {
-        let a = g.alloc.alloc(RX_BUF);
-        g.rxq.add_chain(&[Buf::writable(a, RX_BUF)]).unwrap();
+        let a = g.q.alloc.alloc(RX_BUF);
+        g.q.rxq.add_chain(&[Buf::writable(a, RX_BUF)]).unwrap();
     }
     g.process();
-    assert_eq!(g.rxq.take_used().len(), 2);
-    assert_eq!(g.rxq.avail_event(), 2);
+    assert_eq!(g.q.rxq.take_used().len(), 2);
+    assert_eq!(g.q.rxq.avail_event(), 2);
     // More buffers: the rest arrives.
     let mut got = vec![];
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -684,11 +677,11 @@ fn event_idx_rx_waits_for_buffers_then_resumes() {
 /// Posts a raw one-descriptor TX chain.
 fn raw_tx(g: &mut Guest, addr: u64, len: u32, flags: u16) {
     g.reclaim_tx();
-    let head = g
-        .txq
-        .add_chain(&[Buf::readable(GuestAddress(0), 0)])
-        .unwrap();
-    g.txq.write_desc(head, addr, len, flags, 0);
+    let head =
+        g.q.txq
+            .add_chain(&[Buf::readable(GuestAddress(0), 0)])
+            .unwrap();
+    g.q.txq.write_desc(head, addr, len, flags, 0);
 }
 
 #[test]
@@ -705,22 +698,22 @@ fn hostile_tx_chains_are_consumed_without_harm() {
     raw_tx(&mut g, 0x20000, 10, 0);
     raw_tx(&mut g, 0x20000, 44, F_WRITE);
     g.process();
-    assert_eq!(g.txq.take_used().len(), 6);
+    assert_eq!(g.q.txq.take_used().len(), 6);
     assert!(g.recv().is_empty());
 
     // A header announcing a huge payload, and one whose payload is not there.
     let mut h = g.hdr(1, 5000, op::RW);
     h.len = u32::MAX;
-    let a = g.alloc.alloc(HDR_SIZE as u32);
-    g.mem.write_slice(&h.to_bytes(), a).unwrap();
-    g.txq
+    let a = g.q.alloc.alloc(HDR_SIZE as u32);
+    g.q.mem.write_slice(&h.to_bytes(), a).unwrap();
+    g.q.txq
         .add_chain(&[Buf::readable(a, HDR_SIZE as u32)])
         .unwrap();
     let mut h = g.hdr(2, 5000, op::RW);
     h.len = 1000;
-    let a = g.alloc.alloc(HDR_SIZE as u32 + 10);
-    g.mem.write_slice(&h.to_bytes(), a).unwrap();
-    g.txq
+    let a = g.q.alloc.alloc(HDR_SIZE as u32 + 10);
+    g.q.mem.write_slice(&h.to_bytes(), a).unwrap();
+    g.q.txq
         .add_chain(&[Buf::readable(a, HDR_SIZE as u32 + 10)])
         .unwrap();
     let pkts = g.recv();
@@ -744,26 +737,26 @@ fn hostile_tx_chains_are_consumed_without_harm() {
 fn descriptor_loops_terminate() {
     let mut g = Guest::new();
     // A chain that points back to itself, and a two-descriptor cycle.
-    let a = g.alloc.alloc(64);
+    let a = g.q.alloc.alloc(64);
     let mut h = g.hdr(1, 5000, op::RW);
     h.len = 20;
-    g.mem.write_slice(&h.to_bytes(), a).unwrap();
-    let head = g.txq.add_chain(&[Buf::readable(a, 44)]).unwrap();
-    g.txq.write_desc(head, a.0, 44, F_NEXT, head);
-    let x = g
-        .txq
-        .add_chain(&[Buf::readable(a, 44), Buf::readable(a, 44)])
-        .unwrap();
-    g.txq.write_desc(x, a.0, 44, F_NEXT, x + 1);
-    g.txq.write_desc(x + 1, a.0, 44, F_NEXT, x);
+    g.q.mem.write_slice(&h.to_bytes(), a).unwrap();
+    let head = g.q.txq.add_chain(&[Buf::readable(a, 44)]).unwrap();
+    g.q.txq.write_desc(head, a.0, 44, F_NEXT, head);
+    let x =
+        g.q.txq
+            .add_chain(&[Buf::readable(a, 44), Buf::readable(a, 44)])
+            .unwrap();
+    g.q.txq.write_desc(x, a.0, 44, F_NEXT, x + 1);
+    g.q.txq.write_desc(x + 1, a.0, 44, F_NEXT, x);
     // Same on RX: the device may write only within the (bounded) chain.
-    let b = g.alloc.alloc(RX_BUF);
-    let r = g.rxq.add_chain(&[Buf::writable(b, RX_BUF)]).unwrap();
-    g.rxq.write_desc(r, b.0, RX_BUF, F_WRITE | F_NEXT, r);
+    let b = g.q.alloc.alloc(RX_BUF);
+    let r = g.q.rxq.add_chain(&[Buf::writable(b, RX_BUF)]).unwrap();
+    g.q.rxq.write_desc(r, b.0, RX_BUF, F_WRITE | F_NEXT, r);
     let t0 = Instant::now();
     g.process();
     assert!(t0.elapsed() < Duration::from_secs(2));
-    assert_eq!(g.txq.take_used().len(), 2);
+    assert_eq!(g.q.txq.take_used().len(), 2);
 }
 
 #[test]
@@ -773,40 +766,42 @@ fn hostile_rx_chains_are_returned_empty_and_never_written_read_only() {
     // A stream with something to say, so the device wants RX buffers.
     g.send(g.hdr(40000, 5000, op::REQUEST), &[]);
     // Read-only buffer (wrong direction), outside memory, too small, huge length.
-    let ro = g.alloc.alloc(RX_BUF);
-    g.mem.write_slice(&vec![0xAA; RX_BUF as usize], ro).unwrap();
-    let h1 = g.rxq.add_chain(&[Buf::readable(ro, RX_BUF)]).unwrap();
-    let h2 = g
-        .rxq
-        .add_chain(&[Buf::writable(GuestAddress(MEM_SIZE as u64 + 4096), RX_BUF)])
+    let ro = g.q.alloc.alloc(RX_BUF);
+    g.q.mem
+        .write_slice(&vec![0xAA; RX_BUF as usize], ro)
         .unwrap();
-    let small = g.alloc.alloc(16);
-    let h3 = g.rxq.add_chain(&[Buf::writable(small, 16)]).unwrap();
-    let h4 = g
-        .rxq
-        .add_chain(&[Buf::writable(GuestAddress(0x20000), u32::MAX)])
-        .unwrap();
+    let h1 = g.q.rxq.add_chain(&[Buf::readable(ro, RX_BUF)]).unwrap();
+    let h2 =
+        g.q.rxq
+            .add_chain(&[Buf::writable(GuestAddress(MEM_SIZE as u64 + 4096), RX_BUF)])
+            .unwrap();
+    let small = g.q.alloc.alloc(16);
+    let h3 = g.q.rxq.add_chain(&[Buf::writable(small, 16)]).unwrap();
+    let h4 =
+        g.q.rxq
+            .add_chain(&[Buf::writable(GuestAddress(0x20000), u32::MAX)])
+            .unwrap();
     g.process();
-    let used = g.rxq.take_used();
+    let used = g.q.rxq.take_used();
     assert_eq!(used, vec![(h1, 0), (h2, 0), (h3, 0), (h4, 0)]);
     let mut back = vec![0u8; RX_BUF as usize];
-    g.mem.read_slice(&mut back, ro).unwrap();
+    g.q.mem.read_slice(&mut back, ro).unwrap();
     assert!(
         back.iter().all(|&b| b == 0xAA),
         "read-only buffer was written"
     );
     // A mixed chain: the readable head is skipped, the writable rest takes the packet.
-    let w = g.alloc.alloc(RX_BUF);
-    let mixed = g
-        .rxq
-        .add_chain(&[Buf::readable(ro, 64), Buf::writable(w, RX_BUF)])
-        .unwrap();
+    let w = g.q.alloc.alloc(RX_BUF);
+    let mixed =
+        g.q.rxq
+            .add_chain(&[Buf::readable(ro, 64), Buf::writable(w, RX_BUF)])
+            .unwrap();
     g.process();
-    assert_eq!(g.rxq.take_used(), vec![(mixed, HDR_SIZE as u32)]);
-    g.mem.read_slice(&mut back, ro).unwrap();
+    assert_eq!(g.q.rxq.take_used(), vec![(mixed, HDR_SIZE as u32)]);
+    g.q.mem.read_slice(&mut back, ro).unwrap();
     assert!(back.iter().all(|&b| b == 0xAA));
     let mut raw = [0u8; HDR_SIZE];
-    g.mem.read_slice(&mut raw, w).unwrap();
+    g.q.mem.read_slice(&mut raw, w).unwrap();
     assert_eq!(Header::from_bytes(&raw).op, op::RESPONSE);
     drop(l);
 }
@@ -822,11 +817,11 @@ fn split_headers_and_payloads_are_reassembled() {
     let raw = h.to_bytes();
     let mut bufs = vec![];
     for part in [&raw[..10], &raw[10..], b"abc", b"def", b"ghi"] {
-        let a = g.alloc.alloc(part.len() as u32);
-        g.mem.write_slice(part, a).unwrap();
+        let a = g.q.alloc.alloc(part.len() as u32);
+        g.q.mem.write_slice(part, a).unwrap();
         bufs.push(Buf::readable(a, part.len() as u32));
     }
-    g.txq.add_chain(&bufs).unwrap();
+    g.q.txq.add_chain(&bufs).unwrap();
     g.process();
     let mut r = [0u8; 9];
     s.read_exact(&mut r).unwrap();
@@ -835,15 +830,15 @@ fn split_headers_and_payloads_are_reassembled() {
     g.fresh_rx();
     s.write_all(b"0123456789").unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let pieces: Vec<GuestAddress> = (0..4).map(|_| g.alloc.alloc(20)).collect();
+    let pieces: Vec<GuestAddress> = (0..4).map(|_| g.q.alloc.alloc(20)).collect();
     let bufs: Vec<Buf> = pieces.iter().map(|&a| Buf::writable(a, 20)).collect();
-    let head = g.rxq.add_chain(&bufs).unwrap();
+    let head = g.q.rxq.add_chain(&bufs).unwrap();
     g.process();
-    assert_eq!(g.rxq.take_used(), vec![(head, HDR_SIZE as u32 + 10)]);
+    assert_eq!(g.q.rxq.take_used(), vec![(head, HDR_SIZE as u32 + 10)]);
     let mut all = vec![];
     for a in pieces {
         let mut b = [0u8; 20];
-        g.mem.read_slice(&mut b, a).unwrap();
+        g.q.mem.read_slice(&mut b, a).unwrap();
         all.extend(b);
     }
     assert_eq!(&all[HDR_SIZE..HDR_SIZE + 10], b"0123456789");
@@ -853,9 +848,9 @@ fn split_headers_and_payloads_are_reassembled() {
 fn avail_index_jumps_and_bad_rings_are_survived() {
     let mut g = Guest::new();
     // The driver claims far more available entries than the ring holds.
-    g.txq.set_avail_idx(1000);
+    g.q.txq.set_avail_idx(1000);
     g.process();
-    assert_eq!(g.txq.used_idx(), 0);
+    assert_eq!(g.q.txq.used_idx(), 0);
     // Rings outside guest memory: the queue is not valid, nothing is touched.
     let mut bad = Queue::new(256).unwrap();
     bad.set_size(256);
@@ -863,14 +858,14 @@ fn avail_index_jumps_and_bad_rings_are_survived() {
     bad.set_avail_ring_address(Some(0), Some(0x10));
     bad.set_used_ring_address(Some(0), Some(0x20));
     bad.set_ready(true);
-    let mut rx = g.rxq.queue(false);
+    let mut rx = g.q.rxq.queue(false);
     assert_eq!(
-        g.dev.process(&g.mem, &mut rx, &mut bad).unwrap(),
+        g.dev.process(&g.q.mem, &mut rx, &mut bad).unwrap(),
         Notify::default()
     );
     // A queue that is not ready is ignored too.
     let mut not_ready = Queue::new(256).unwrap();
-    g.dev.process(&g.mem, &mut rx, &mut not_ready).unwrap();
+    g.dev.process(&g.q.mem, &mut rx, &mut not_ready).unwrap();
 }
 
 #[test]
@@ -880,10 +875,10 @@ fn queue_reset_mid_request_recovers() {
     let mut s = g.guest_connect(&l, 40000, 5000);
     // The driver posts packets, then resets the queues before the device ran.
     g.send(g.hdr(40000, 5000, op::RW), b"lost");
-    g.tx.reset();
-    g.txq.reset();
-    g.rx.reset();
-    g.rxq.reset();
+    g.q.tx.reset();
+    g.q.txq.reset();
+    g.q.rx.reset();
+    g.q.rxq.reset();
     g.rx_bufs.clear();
     g.tx_bufs.clear();
     g.process();
@@ -892,8 +887,8 @@ fn queue_reset_mid_request_recovers() {
     std::thread::sleep(Duration::from_millis(20));
     g.process();
     // The driver brings the queues back up: the device carries on.
-    g.txq.configure(&mut g.tx);
-    g.rxq.configure(&mut g.rx);
+    g.q.txq.configure(&mut g.q.tx);
+    g.q.rxq.configure(&mut g.q.rx);
     let pkts = g.recv_until(|h| h.op == op::RW);
     let data: Vec<u8> = pkts.into_iter().flat_map(|(_, d)| d).collect();
     assert_eq!(data, b"while down");
@@ -914,20 +909,20 @@ fn a_flood_of_refused_requests_does_not_grow_without_bound() {
     g.process();
     for i in 255..600 {
         g.reclaim_tx();
-        if g.txq.free_descriptors() == 0 {
+        if g.q.txq.free_descriptors() == 0 {
             break;
         }
         g.send(g.hdr(i, 6000, op::REQUEST), &[]);
         g.process();
     }
-    let consumed = g.txq.used_idx();
+    let consumed = g.q.txq.used_idx();
     assert!(consumed <= 257, "consumed {consumed} without RX room");
     // Once the guest posts RX buffers, everything drains.
     let mut rst = 0;
     for _ in 0..50 {
         rst += g.recv().iter().filter(|(h, _)| h.op == op::RST).count();
     }
-    assert_eq!(rst as u16, g.txq.used_idx());
+    assert_eq!(rst as u16, g.q.txq.used_idx());
 }
 
 #[test]
@@ -940,11 +935,11 @@ fn notifications_are_enabled_again_after_every_pass() {
     g.process();
     let flags =
         |q: &TestQueue, mem: &GuestMemoryMmap| -> u16 { mem.read_obj(q.used_addr()).unwrap() };
-    assert_eq!(flags(&g.rxq, &g.mem), 0, "RX left with NO_NOTIFY");
-    assert_eq!(flags(&g.txq, &g.mem), 0, "TX left with NO_NOTIFY");
+    assert_eq!(flags(&g.q.rxq, &g.q.mem), 0, "RX left with NO_NOTIFY");
+    assert_eq!(flags(&g.q.txq, &g.q.mem), 0, "TX left with NO_NOTIFY");
     let l = UnixListener::bind(format!("{}_7000", g.uds.display())).unwrap();
     let _host = g.guest_connect(&l, 1000, 7000);
     g.process();
-    assert_eq!(flags(&g.rxq, &g.mem), 0, "RX left with NO_NOTIFY");
-    assert_eq!(flags(&g.txq, &g.mem), 0, "TX left with NO_NOTIFY");
+    assert_eq!(flags(&g.q.rxq, &g.q.mem), 0, "RX left with NO_NOTIFY");
+    assert_eq!(flags(&g.q.txq, &g.q.mem), 0, "TX left with NO_NOTIFY");
 }

@@ -9,7 +9,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::{Vsock, NUM_QUEUES, QUEUE_MAX_SIZE, RX_QUEUE, TX_QUEUE, VIRTIO_ID_VSOCK};
 use crate::model::DeviceModel;
-use crate::worker::{QueueHandler, QueueRef};
+use crate::worker::{flagged, rx_tx_queues, QueueHandler, QueueRef};
 
 impl QueueHandler for Vsock {
     fn host_fds(&self) -> Vec<(RawFd, EventSet)> {
@@ -21,25 +21,13 @@ impl QueueHandler for Vsock {
     }
 
     fn process<M: GuestMemory>(&mut self, mem: &M, queues: &mut [QueueRef<'_>]) -> Vec<usize> {
-        // Split borrows: RX and TX are distinct entries.
-        let (mut rx, mut tx) = (None, None);
-        for q in queues.iter_mut() {
-            match q.index {
-                RX_QUEUE => rx = Some(&mut *q.queue),
-                TX_QUEUE => tx = Some(&mut *q.queue),
-                _ => {}
-            }
-        }
-        let (Some(rx), Some(tx)) = (rx, tx) else {
+        let (Some(rx), Some(tx)) = rx_tx_queues(queues, RX_QUEUE, TX_QUEUE) else {
             // Without both queues only host sockets can be served.
             self.process_host_events();
             return Vec::new();
         };
         match Vsock::process(self, mem, rx, tx) {
-            Ok(n) => [(n.rx, RX_QUEUE), (n.tx, TX_QUEUE)]
-                .into_iter()
-                .filter_map(|(used, q)| used.then_some(q))
-                .collect(),
+            Ok(n) => flagged([(n.rx, RX_QUEUE), (n.tx, TX_QUEUE)]),
             Err(e) => {
                 log::error!("vsock: {e}");
                 Vec::new()
