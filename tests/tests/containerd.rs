@@ -25,10 +25,16 @@ enum Route {
     RuncBinary,
 }
 
+/// One case at a time: parallel containerds and TCG guests on a 2-core runner made
+/// the OS exec case flaky (see the shim's CloseIO stdin race in the closing note).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Case {
     ctrd: Containerd,
     route: Route,
     sandbox: Sandbox,
+    /// Last, so it is released after the containerd has stopped.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 /// Why the VM sandbox cannot run here: one real `hull --sandbox vm run` of a tiny
@@ -77,12 +83,14 @@ impl Case {
                 return None;
             }
         }
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let ctrd = Containerd::start();
         ctrd.import_busybox();
         Some(Case {
             ctrd,
             route,
             sandbox,
+            _serial: serial,
         })
     }
 
